@@ -1,0 +1,3 @@
+"""pgb-export: PGB-prune fine-tuned BERT classifiers and deploy them."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,251 @@
+"""pgb-prune: fine-tuned BERT classifier + task data -> PGB-pruned model directory."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pruning import ablations, bert, budget, compensation, cost, finetune, importance, repermute
+from pruning.plan import MatrixPlan, Plan
+
+from . import modeldir
+from .batching import encode, evaluate, make_batches
+from .cli_common import UsageError, run, table
+from .tasks import Task, get_task, glue_dir, load_split
+
+EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
+EMBEDDED_LR = 5e-5
+
+EPILOG = """\
+examples:
+  pgb-prune ../shared/models/minilm-sst2 --task sst2 --target 0.5 --out runs/sst2-50
+  pgb-prune --task sst2 --target 0.5 --out runs/demo          # embedded MiniLM, tuned first
+  pgb-prune MODEL --task mrpc --target 0.6 --out runs/mrpc-unstr --ablation unstructured
+
+OUT_DIR is a Hugging Face model directory (weights with their zeros, so plain
+from_pretrained computes the pruned model), plus pgb.json (G and permutations per matrix)
+and report.json (ratios, FLOPs, dev metrics dense/vanilla/final, seconds per stage).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgb-prune", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Prune a fine-tuned BERT classifier with PGB: second-order importance, "
+                    "adaptive groups, permutation, budget with layer drop, weight "
+                    "compensation and re-finetuning.")
+    p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
+                   help="fine-tuned BERT classifier directory; omit it to fine-tune the embedded "
+                        f"MiniLM-L6 on {EMBEDDED_ROWS} rows of the task first (cached)")
+    p.add_argument("--task", required=True, help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli")
+    p.add_argument("--target", required=True, type=float, metavar="RATIO",
+                   help="fraction of prunable weights to remove, in (0, 1); 0.5 = half")
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output model directory")
+    p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
+    p.add_argument("--samples", type=int, default=2000, help="training samples for importance and compensation (default 2000)")
+    p.add_argument("--gmax", type=int, default=6, help="largest number of groups per matrix (default 6)")
+    p.add_argument("--nperm", type=int, default=6, help="alternating sorts per group in the permutation search (default 6)")
+    p.add_argument("--tau", default="auto",
+                   help="importance threshold: 'auto' (quantile that keeps the target's budget) or a number")
+    p.add_argument("--no-compensation", action="store_true", help="skip weight compensation")
+    p.add_argument("--finetune-epochs", type=float, default=3.0, help="re-finetuning epochs, 0 to skip (default 3)")
+    p.add_argument("--finetune-samples", type=int, default=None,
+                   help="training rows per re-finetuning epoch (default: the whole training set)")
+    p.add_argument("--lr", type=float, default=3e-5, help="re-finetuning learning rate (default 3e-5)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--max-len", type=int, default=128, help="max tokens per example (default 128)")
+    p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
+                   help="run a baseline of PGB.md section 9 instead of PGB")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _check_flags(args) -> None:
+    if not 0 < args.target < 1:
+        raise UsageError(f"--target must be in (0, 1), got {args.target}")
+    if args.tau != "auto":
+        try:
+            if float(args.tau) < 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--tau must be 'auto' or a non-negative number, got {args.tau!r}") from None
+    for flag, value, low in (("--samples", args.samples, 1), ("--gmax", args.gmax, 1),
+                             ("--nperm", args.nperm, 0), ("--batch-size", args.batch_size, 1),
+                             ("--max-len", args.max_len, 8)):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if args.finetune_epochs < 0:
+        raise UsageError("--finetune-epochs must be >= 0")
+    if Path(args.out).exists() and not args.force:
+        raise UsageError(f"{args.out} already exists; pass --force to replace it")
+
+
+def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
+    """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
+    target = modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{args.max_len}-seed{args.seed}"
+    if (target / "config.json").is_file():
+        return target
+    print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
+          file=sys.stderr)
+    model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels)
+    if task.is_regression:
+        model.config.problem_type = "regression"
+    rows = random.Random(args.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
+    enc = encode(tok, rows, args.max_len)
+    finetune.finetune(model, lambda e: make_batches(enc, args.batch_size, True, args.seed + e),
+                      1, EMBEDDED_LR, seed=args.seed, progress=progress)
+    model.config.finetuning_task = task.name
+    with modeldir.atomic_dir(target, force=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return target
+
+
+def _plan_from_masks(refs, masks, meta) -> Plan:
+    """A mask ablation's pgb.json: its zeros are not blocks, so each matrix is dense (G=1)
+    or dropped (G=0) and the masked dense weights carry the rest."""
+    return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, int(bool(masks[r.name].any())),
+                            list(range(r.shape[0])), list(range(r.shape[1]))) for r in refs], meta)
+
+
+def prune(args) -> dict:
+    progress = not args.quiet
+    seconds = {}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 2)
+        clock = now
+
+    task = get_task(args.task)
+    if args.model_dir:
+        modeldir.check_model_dir(args.model_dir)
+    data = glue_dir(args.glue_dir)
+    train, dev = load_split(task, "train", data), load_split(task, "dev", data)
+    model_dir = Path(args.model_dir) if args.model_dir else embedded_default(task, train, args, progress)
+    model, tok = modeldir.load(model_dir)
+    if model.config.num_labels != task.num_labels:
+        raise modeldir.ModelError(f"{model_dir} has {model.config.num_labels} labels, {task.name} needs {task.num_labels}")
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    sample_rows = rng.sample(train, min(args.samples, len(train)))
+    samples = make_batches(encode(tok, sample_rows, args.max_len), args.batch_size)
+    dev_batches = make_batches(encode(tok, dev, args.max_len), 64)
+    lap("load")
+
+    metrics = {"dense": evaluate(model, task, dev_batches, progress)}
+    lap("dense_eval")
+    scores = importance.score(model, samples, progress=progress)
+    lap("importance")
+
+    refs = bert.matrices(model)
+    meta = {"target": args.target, "gmax": args.gmax, "nperm": args.nperm, "tau": args.tau,
+            "samples": len(sample_rows), "seed": args.seed, "fisher": "exact per-sample gradients"}
+    tau = "auto" if args.tau == "auto" else float(args.tau)
+    pgb = budget.plan_pgb(refs, scores, args.target, args.gmax, args.nperm, tau,
+                          permute=args.ablation != "no-permutation", progress=progress)
+    pgb.meta.update(meta)
+    if args.ablation in ("unstructured", "structured"):
+        kept = {mp.name: mp.kept for mp in pgb.matrices}
+        masks = (ablations.unstructured(refs, scores, kept) if args.ablation == "unstructured"
+                 else ablations.structured(refs, scores, kept, bert.num_heads(model)))
+        plan = _plan_from_masks(refs, masks, {**meta, "method": args.ablation})
+    else:
+        plan = ablations.fixed_g(refs, scores, args.target, args.nperm) if args.ablation == "fixed-g" else pgb
+        plan.meta.update(meta)
+        masks = plan.masks()
+    lap("planning")
+
+    comp = {}
+    if args.no_compensation:
+        repermute.apply_masks(model, masks)
+    else:
+        comp = compensation.compensate(model, masks, samples, progress=progress)
+    lap("compensation")
+    metrics["vanilla"] = evaluate(model, task, dev_batches, progress)
+    lap("vanilla_eval")
+
+    if args.finetune_epochs > 0:
+        rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
+        enc = encode(tok, rows, args.max_len)
+        finetune.finetune(model, lambda e: make_batches(enc, args.batch_size, True, args.seed + 1 + e),
+                          args.finetune_epochs, args.lr, masks, seed=args.seed, progress=progress)
+        lap("finetune")
+        metrics["final"] = evaluate(model, task, dev_batches, progress)
+        lap("final_eval")
+    else:
+        metrics["final"] = metrics["vanilla"]
+
+    bad = repermute.violations(model, plan)
+    if bad:  # cannot happen unless a step above is broken; never write such a model
+        raise RuntimeError(f"weights outside the plan's blocks are non-zero in {bad[:3]}")
+
+    kept_total, total = cost.kept_params(masks), cost.total_params(masks)
+    report = {
+        "task": task.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
+        "method": plan.meta.get("method"), "target": args.target,
+        "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
+        "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+        "metrics": metrics, "seconds": seconds,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("quiet", "force")},
+        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
+                                                             "ffn_layers_dropped", "notes")},
+        "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
+                      "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,
+                      **({"reconstruction": comp[mp.name]} if mp.name in comp else {})}
+                     for mp in plan.matrices],
+    }
+    with modeldir.atomic_dir(args.out, force=args.force) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        plan.save(tmp / "pgb.json")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+    lap("save")
+    report["seconds"] = seconds
+    (Path(args.out) / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def summary(report: dict) -> str:
+    by_layer = {}
+    for m in report["matrices"]:
+        cell = ("drop" if m["kept"] == 0 else str(m["groups"])) if report["method"] not in (
+            "unstructured", "structured") else f"{m['kept'] / m['size']:.0%}"
+        by_layer.setdefault(m["layer"], {})[m["kind"]] = cell
+    head = ["layer", "Q", "K", "V", "O", "FFN1", "FFN2"]
+    rows = [[l] + [by_layer[l][k] for k in bert.KINDS] for l in sorted(by_layer)]
+    main = report["main_metric"]
+    m = report["metrics"]
+    lines = [table(head, rows), "",
+             f"method {report['method']}  target {report['target']:.2f}  achieved {report['achieved_ratio']:.4f}  "
+             f"params {report['params_kept']:,}/{report['params_total']:,}  FLOPs ratio {report['flops_ratio']:.3f}",
+             f"{main}: dense {m['dense'][main]:.4f}  vanilla {m['vanilla'][main]:.4f}  final {m['final'][main]:.4f}",
+             "seconds: " + "  ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items())]
+    lines += [f"note: {n}" for n in report["plan"].get("notes", [])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        _check_flags(args)
+        report = prune(args)
+        print(summary(report))
+        print(f"wrote {args.out} (model, pgb.json, report.json)")
+        return 0
+
+    return run("pgb-prune", go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""GLUE tasks: where their files are, how to read each TSV, labels and official metrics.
+
+Local TSVs are read with quoting disabled (QNLI has stray quotes, MRPC a byte-order mark,
+CoLA no header); the Hub (`datasets`) is the fallback when no local copy is found.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+class DataError(ValueError):
+    """Task data is missing or unreadable."""
+
+
+class Example(NamedTuple):
+    text_a: str
+    text_b: str | None
+    label: float | int
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    folder: str  # under the GLUE directory
+    text: tuple  # column names, or indices where the file has no header
+    label: str | int
+    labels: tuple[str, ...] | None  # label strings in class-index order; None = regression
+    main_metric: str
+    header: bool = True
+    dev_file: str = "dev.tsv"
+    hub_text: tuple[str, ...] = ("sentence1", "sentence2")
+    hub_dev: str = "validation"
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+
+# Label orders follow the Hub's GLUE configs, so Hub-trained checkpoints agree with ours.
+TASKS = {t.name: t for t in (
+    Task("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy", hub_text=("sentence",)),
+    Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "accuracy"),
+    Task("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy"),
+    Task("cola", "CoLA", (3,), 1, ("0", "1"), "mcc", header=False, hub_text=("sentence",)),
+    Task("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "spearman"),
+    Task("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"),
+         "accuracy", hub_text=("question", "sentence")),
+    Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), "accuracy",
+         hub_text=("question1", "question2")),
+    Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
+         ("entailment", "neutral", "contradiction"), "accuracy", dev_file="dev_matched.tsv",
+         hub_text=("premise", "hypothesis"), hub_dev="validation_matched"),
+    Task("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy"),
+)}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name.lower()]
+    except KeyError:
+        raise DataError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def glue_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """--glue-dir, else $PGB_GLUE_DIR, else ../shared/data/glue (from the working directory
+    or from this checkout) when present; None means: use the Hub."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("PGB_GLUE_DIR"):
+        return Path(os.environ["PGB_GLUE_DIR"])
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base.parent / "shared" / "data" / "glue"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _read_tsv(task: Task, path: Path) -> list[Example]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    if task.header:
+        head, rows = rows[0], rows[1:]
+        try:
+            cols = [head.index(c) for c in task.text]
+            label_col = head.index(task.label)
+        except ValueError:
+            raise DataError(f"{path} does not have the {task.name} columns {task.text + (task.label,)}") from None
+    else:
+        cols, label_col = list(task.text), task.label
+    need = max(cols + [label_col]) + 1
+    out = []
+    for row in rows:
+        if len(row) < need:  # a few malformed lines exist in the original QQP files
+            continue
+        label = row[label_col]
+        if task.is_regression:
+            y = float(label)
+        elif label in task.labels:
+            y = task.labels.index(label)
+        else:
+            continue  # MNLI dev has rows without a gold label
+        out.append(Example(row[cols[0]], row[cols[1]] if len(cols) > 1 else None, y))
+    if not out:
+        raise DataError(f"{path} holds no {task.name} examples")
+    return out
+
+
+def _from_hub(task: Task, split: str) -> list[Example]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("no local GLUE data found (give --glue-dir or set PGB_GLUE_DIR), and "
+                        "the Hub fallback needs `pip install 'pgb-export[hub]'`") from None
+    try:
+        ds = datasets.load_dataset("nyu-mll/glue", task.name, split=split)
+    except Exception as e:  # the Hub raises many types; all mean the same to the user
+        raise DataError(f"could not load {task.name}/{split} from the Hub: {e}") from None
+    cols = task.hub_text
+    return [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in ds]
+
+
+def load_split(task: Task, split: str, directory: Path | None) -> list[Example]:
+    """split is "train" or "dev"."""
+    if directory is None:
+        return _from_hub(task, "train" if split == "train" else task.hub_dev)
+    path = Path(directory) / task.folder / ("train.tsv" if split == "train" else task.dev_file)
+    if not path.is_file():
+        raise DataError(f"missing {split} data for {task.name}: {path} does not exist")
+    return _read_tsv(task, path)
+
+
+def metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's official metrics. predictions: logits (n, num_labels) or scores (n,)."""
+    labels = np.asarray(labels)
+    if task.is_regression:
+        p = np.asarray(predictions).reshape(-1)
+        return {"pearson": float(pearsonr(p, labels)[0]), "spearman": float(spearmanr(p, labels)[0])}
+    p = np.asarray(predictions).argmax(-1)
+    out = {"accuracy": float(accuracy_score(labels, p)), "mcc": float(matthews_corrcoef(labels, p))}
+    if task.num_labels == 2:
+        out["f1"] = float(f1_score(labels, p))
+    return out

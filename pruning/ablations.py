@@ -1,0 +1,71 @@
+"""Baselines of PGB.md section 9, each built from the same scores as PGB.
+
+- unstructured: per matrix, the top-k weights by saliency, k = what the PGB plan keeps there;
+- fixed_g: one G for every matrix with permutations, no adaptive G, no layer drop;
+- no-permutation: `budget.plan_pgb(..., permute=False)`;
+- structured: whole heads and FFN neurons, per layer as many parameters as PGB keeps there.
+Grouped baselines return a Plan; the others return masks, since their zeros are not blocks.
+(Vanilla vs re-finetuned is not a different plan, only whether finetune runs.)
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
+from .budget import TOLERANCE, grouped_plan
+from .grouping import common_divisors
+from .plan import Plan
+
+Masks = dict[str, torch.Tensor]
+ABLATIONS = ("none", "unstructured", "fixed-g", "no-permutation", "structured")
+
+
+def unstructured(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
+                 kept: Mapping[str, int]) -> Masks:
+    masks = {}
+    for r in refs:
+        s = scores[r.name].flatten()
+        m = torch.zeros_like(s, dtype=torch.bool)
+        m[torch.topk(s, kept[r.name]).indices] = True
+        masks[r.name] = m.view(r.shape)
+    return masks
+
+
+def fixed_g(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
+            nperm: int = 6) -> Plan:
+    """The smallest G, common to every matrix, whose ratio 1 - 1/G meets the target."""
+    shared = set.intersection(*(set(common_divisors(*r.shape)) for r in refs))
+    ok = [g for g in sorted(shared) if 1 - 1 / g >= target - TOLERANCE]
+    if not ok:
+        raise ValueError(f"no G shared by every matrix reaches target {target}")
+    g = ok[0]
+    return grouped_plan(refs, scores, {r.name: g for r in refs}, nperm,
+                        meta={"method": "fixed-g", "target": target, "fixed_g": g, "nperm": nperm})
+
+
+def structured(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
+               kept: Mapping[str, int], heads: int) -> Masks:
+    """Heads ranked by the saliency of their Q/K/V columns and O rows, FFN neurons by their
+    W_1 column and W_2 row; each layer keeps as many parameters as `kept` gives it."""
+    by = {(r.layer, r.kind): r for r in refs}
+    masks = {r.name: torch.zeros(r.shape, dtype=torch.bool) for r in refs}
+    for layer in sorted({r.layer for r in refs}):
+        q, k, v, o = (by[(layer, kind)] for kind in MHA_KINDS)
+        d = q.shape[0]
+        dh = d // heads
+        head_score = sum(scores[x.name].view(d, heads, dh).sum((0, 2)) for x in (q, k, v))
+        head_score = head_score + scores[o.name].view(heads, dh, -1).sum((1, 2))
+        n_heads = round(sum(kept[x.name] for x in (q, k, v, o)) / (4 * d * dh))
+        for h in torch.topk(head_score, n_heads).indices.tolist():
+            for x in (q, k, v):
+                masks[x.name][:, h * dh:(h + 1) * dh] = True
+            masks[o.name][h * dh:(h + 1) * dh, :] = True
+        f1, f2 = (by[(layer, kind)] for kind in FFN_KINDS)
+        neuron = scores[f1.name].sum(0) + scores[f2.name].sum(1)
+        n_neurons = round((kept[f1.name] + kept[f2.name]) / (2 * d))
+        keep = torch.topk(neuron, n_neurons).indices
+        masks[f1.name][:, keep] = True
+        masks[f2.name][keep, :] = True
+    return masks

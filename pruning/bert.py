@@ -1,0 +1,73 @@
+"""Where the six prunable matrices live in a BERT-family model.
+
+Convention (PGB.md): a matrix W is (M, N) = (in, out) with y = x W. torch.nn.Linear stores
+W^T, so every accessor here transposes exactly once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Kinds in the order a forward pass meets them; compensation relies on this order.
+KINDS = ("query", "key", "value", "attn_out", "ffn1", "ffn2")
+MHA_KINDS = KINDS[:4]
+FFN_KINDS = KINDS[4:]
+
+_PATHS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "ffn1": "intermediate.dense",
+    "ffn2": "output.dense",
+}
+
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+@dataclass(frozen=True)
+class MatrixRef:
+    """One prunable matrix: its module path in the model, layer index and kind."""
+
+    name: str
+    layer: int
+    kind: str
+    shape: tuple[int, int]  # (M, N) = (in_features, out_features)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    base = getattr(model, "base_model", model)
+    return base.encoder.layer
+
+
+def _layer_prefix(model: nn.Module) -> str:
+    base = getattr(model, "base_model", model)
+    prefix = getattr(model, "base_model_prefix", "")
+    return f"{prefix}.encoder.layer" if base is not model and prefix else "encoder.layer"
+
+
+def matrices(model: nn.Module) -> list[MatrixRef]:
+    """Every prunable matrix, layer by layer, in forward order."""
+    refs = []
+    prefix = _layer_prefix(model)
+    for i, layer in enumerate(encoder_layers(model)):
+        for kind in KINDS:
+            lin = layer.get_submodule(_PATHS[kind])
+            refs.append(MatrixRef(f"{prefix}.{i}.{_PATHS[kind]}", i, kind,
+                                  (lin.in_features, lin.out_features)))
+    return refs
+
+
+def linear(model: nn.Module, ref: MatrixRef) -> nn.Linear:
+    return encoder_layers(model)[ref.layer].get_submodule(_PATHS[ref.kind])
+
+
+def weight(model: nn.Module, ref: MatrixRef) -> torch.Tensor:
+    """W in (in, out) convention, detached, float32."""
+    return linear(model, ref).weight.detach().float().T
+
+
+def num_heads(model: nn.Module) -> int:
+    return model.config.num_attention_heads

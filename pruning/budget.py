@@ -1,0 +1,116 @@
+"""Step 4: the budget, paper Algorithm 1 (PGB.md section 4).
+
+MHA phase: every attention matrix gets its adaptive G. FFN phase: layers in order of FFN
+importance get their adaptive G while budget remains; the last one taken may use a larger
+G to land on the target, and the FFN of every layer never taken is dropped.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from tqdm import tqdm
+
+from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
+from .grouping import common_divisors, group_count, permute_and_group
+from .plan import MatrixPlan, Plan
+
+TOLERANCE = 0.01  # achieved ratio must land within +-1 point of the target
+
+
+def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
+    """The global score quantile with exactly `kept` weights above it (ties aside)."""
+    flat = torch.cat([s.flatten().float() for s in scores.values()])
+    if kept <= 0:
+        return float(flat.max())
+    return float(torch.kthvalue(flat, flat.numel() - kept).values)
+
+
+def grouped_plan(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
+                 groups: Mapping[str, int], nperm: int, permute: bool = True,
+                 meta: dict | None = None, progress: bool = False) -> Plan:
+    """Permutation search for every matrix at the G already decided for it."""
+    mats = []
+    for ref in tqdm(refs, desc="permutation", disable=not progress, unit="matrix"):
+        pr, pc, cap = permute_and_group(scores[ref.name], groups[ref.name], nperm, permute)
+        mats.append(MatrixPlan(ref.name, ref.layer, ref.kind, ref.shape, groups[ref.name],
+                               pr, pc, cap))
+    return Plan(mats, dict(meta or {}))
+
+
+def _kept(ref: MatrixRef, g: int) -> int:
+    return 0 if g == 0 else ref.shape[0] * ref.shape[1] // g
+
+
+def _fit_last_layer(pair: Sequence[MatrixRef], rule: Sequence[int], budget: float,
+                    gmax: int) -> tuple[int, int]:
+    """G for the last FFN layer taken: skip it, or take it with G at or above the rule's,
+    whichever lands closest to the remaining budget."""
+    def choices(ref, g):
+        return [0] if g == 0 else [d for d in common_divisors(*ref.shape) if g <= d <= gmax]
+    options = [(0, 0)] + [(a, b) for a in choices(pair[0], rule[0]) for b in choices(pair[1], rule[1])]
+    return min(options, key=lambda ab: (abs(budget - _kept(pair[0], ab[0]) - _kept(pair[1], ab[1])),
+                                        ab == (0, 0)))
+
+
+def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
+                  gmax: int = 6, tau: float | str = "auto") -> tuple[dict[str, int], dict]:
+    """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went."""
+    total = sum(r.shape[0] * r.shape[1] for r in refs)
+    budget = (1.0 - target) * total
+    tau_value = auto_tau(scores, round(budget)) if tau == "auto" else float(tau)
+    rule = {r.name: group_count(scores[r.name], tau_value, gmax) for r in refs}
+    groups: dict[str, int] = {}
+    notes: list[str] = []
+
+    for r in refs:
+        if r.kind in MHA_KINDS:
+            groups[r.name] = rule[r.name]
+            budget -= _kept(r, rule[r.name])
+    if budget < 0:
+        notes.append(f"MHA phase alone keeps {-budget:.0f} weights more than the budget")
+
+    ffn = {}
+    for r in refs:
+        if r.kind in FFN_KINDS:
+            ffn.setdefault(r.layer, []).append(r)
+    importance = {l: sum(float(scores[r.name].sum()) for r in pair) for l, pair in ffn.items()}
+    order = sorted(ffn, key=lambda l: -importance[l])
+    taken = []
+    for layer in order:
+        if budget <= 0:
+            break
+        pair = ffn[layer]
+        g = [rule[r.name] for r in pair]
+        last = sum(_kept(r, gi) for r, gi in zip(pair, g)) > budget
+        if last:
+            g = list(_fit_last_layer(pair, g, budget, gmax))
+        for r, gi in zip(pair, g):
+            groups[r.name] = gi
+            budget -= _kept(r, gi)
+        if any(g):
+            taken.append(layer)
+        if last:
+            break
+    for pair in ffn.values():
+        for r in pair:
+            groups.setdefault(r.name, 0)
+
+    kept = sum(_kept(r, groups[r.name]) for r in refs)
+    achieved = 1.0 - kept / total
+    if abs(achieved - target) > TOLERANCE:
+        notes.append(f"achieved ratio {achieved:.4f} is more than {TOLERANCE:.0%} from target {target}")
+    info = {"tau": tau_value, "tau_mode": "auto" if tau == "auto" else "absolute",
+            "ffn_order": order, "ffn_layers_kept": sorted(taken),
+            "ffn_layers_dropped": sorted(set(ffn) - set(taken)), "notes": notes}
+    return groups, info
+
+
+def plan_pgb(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
+             gmax: int = 6, nperm: int = 6, tau: float | str = "auto", permute: bool = True,
+             progress: bool = False) -> Plan:
+    """Algorithm 1 + Algorithm 2 for the whole model: the PGB plan at `target`."""
+    groups, info = choose_groups(refs, scores, target, gmax, tau)
+    meta = {"method": "pgb" if permute else "no-permutation", "target": target, "gmax": gmax,
+            "nperm": nperm, **info}
+    return grouped_plan(refs, scores, groups, nperm, permute, meta, progress)

@@ -1,0 +1,69 @@
+"""Step 7: re-finetuning with the structure frozen (PGB.md section 7).
+
+Plain fine-tuning (AdamW, linear decay after warm-up). With masks, every prunable weight
+outside its mask is multiplied back to exactly zero after each optimizer step, so blocks
+stay blocks and dropped matrices stay dropped. The same function fine-tunes a dense model
+(masks=None), which is how the embedded default gets its task head.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import bert
+
+
+def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
+             lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
+             weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
+             progress: bool = True) -> list[float]:
+    """Train `model` in place; `epoch_batches(e)` gives epoch e's batches (with "labels").
+
+    A fractional `epochs` (0.5) runs that share of the last epoch's batches. Returns the
+    mean training loss of each epoch.
+    """
+    torch.manual_seed(seed)
+    weights = {}
+    if masks is not None:
+        weights = {r.name: bert.linear(model, r).weight for r in bert.matrices(model)}
+    plan = []
+    whole, frac = int(epochs), epochs - int(epochs)
+    for e in range(whole + (frac > 0)):
+        batches = epoch_batches(e)
+        plan.append(batches if e < whole else batches[:max(1, round(frac * len(batches)))])
+    total = sum(len(b) for b in plan)
+    if total == 0:
+        return []
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    warm = max(1, int(warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    model.train()
+    losses = []
+    bar = tqdm(total=total, desc="finetune", disable=not progress, unit="step")
+    for batches in plan:
+        running = 0.0
+        for batch in batches:
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if masks is not None:
+                with torch.no_grad():
+                    for name, w in weights.items():
+                        w.mul_(masks[name].T.to(w.dtype))
+            running += loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        losses.append(running / max(1, len(batches)))
+    bar.close()
+    model.eval()
+    return losses

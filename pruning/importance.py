@@ -1,0 +1,86 @@
+"""Step 1: second-order importance, diagonal empirical Fisher (PGB.md section 1).
+
+    s_ij = 1/2 * w_ij^2 * F_ij,   F_ij = mean_n (d loss_n / d w_ij)^2
+
+Per-sample gradients are exact, not micro-batch approximations: for a linear layer the
+gradient of sample n is X_n^T dY_n (summed over its tokens), which forward and tensor hooks
+give us for a whole batch in one backward pass. Padding tokens carry zero gradient because
+they are masked out of every attention, so dynamic padding does not bias F.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import bert
+
+Scores = dict[str, torch.Tensor]  # matrix name -> saliency, (M, N) = (in, out)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-sample
+
+
+class FisherAccumulator:
+    """Sum over samples of squared per-sample gradients of one nn.Linear's weight.
+
+    Registered and removed around the scoring loop, the way SparseGPT keeps its
+    per-layer statistics: add_batch() on every backward, then fisher(), then remove().
+    """
+
+    def __init__(self, lin: nn.Linear):
+        self.sq = torch.zeros_like(lin.weight, dtype=torch.float32)  # (out, in) like torch
+        self.samples = 0
+        self._x: torch.Tensor | None = None
+        self._hook = lin.register_forward_hook(self._forward)
+
+    def _forward(self, module, inputs, output):
+        self._x = inputs[0].detach().float()
+        output.register_hook(self._backward)
+
+    def _backward(self, dy: torch.Tensor) -> None:
+        # (B, out, T) @ (B, T, in) -> per-sample gradients (B, out, in)
+        per_sample = torch.bmm(dy.float().transpose(1, 2), self._x)
+        self.sq += per_sample.square().sum(0)
+        self.samples += per_sample.shape[0]
+        self._x = None
+
+    def fisher(self) -> torch.Tensor:
+        return self.sq / max(self.samples, 1)
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def task_loss(num_labels: int) -> LossFn:
+    """Per-sample loss the model was fine-tuned with: MSE for regression, else CE."""
+    if num_labels == 1:
+        return lambda logits, y: (logits.squeeze(-1) - y.float()).square()
+    return lambda logits, y: nn.functional.cross_entropy(logits, y, reduction="none")
+
+
+def score(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn | None = None,
+          progress: bool = True) -> Scores:
+    """Saliency of every prunable weight, from per-sample gradients on `batches`.
+
+    Each batch is a dict of model inputs plus "labels". The model is put in eval mode so
+    that dropout does not add noise to the gradients.
+    """
+    loss_fn = loss_fn or task_loss(model.config.num_labels)
+    refs = bert.matrices(model)
+    accs = {r.name: FisherAccumulator(bert.linear(model, r)) for r in refs}
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(batches, desc="importance", disable=not progress, unit="batch"):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            model.zero_grad(set_to_none=True)
+            losses = loss_fn(model(**inputs).logits, batch["labels"])
+            losses.sum().backward()  # sum, not mean: each sample's own gradient
+        model.zero_grad(set_to_none=True)
+        return {r.name: (0.5 * bert.linear(model, r).weight.detach().float().square()
+                         * accs[r.name].fisher()).T.contiguous() for r in refs}
+    finally:
+        for acc in accs.values():
+            acc.remove()
+        model.train(was_training)

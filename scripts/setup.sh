@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Creates .venv with pinned dependencies. torch goes in first, so that no other package
+# can pull a multi-GB CUDA build in its place (here: the local CPU wheel 2.13.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import torch, transformers, pruning, pgb_export" 

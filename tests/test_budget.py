@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from pruning import ablations, bert, budget, cost, repermute
+from tests.conftest import tiny_bert
+
+
+def fake_scores(refs, seed=0):
+    """Heavy-tailed random saliency with a per-layer scale, like real Fisher scores."""
+    g = torch.Generator().manual_seed(seed)
+    return {r.name: torch.rand(r.shape, generator=g).pow(4) * (1 + r.layer) for r in refs}
+
+
+@pytest.mark.parametrize("target", [0.3, 0.4, 0.5, 0.6, 0.75, 0.88])
+def test_budget_lands_within_one_point(target):
+    refs = bert.matrices(tiny_bert())
+    plan = budget.plan_pgb(refs, fake_scores(refs), target, gmax=6, nperm=2)
+    assert abs(plan.ratio - target) <= 0.01, plan.meta["notes"]
+    assert not plan.meta["notes"]
+    for mp in plan.matrices:
+        mp.validate()
+        assert mp.groups <= 6
+
+
+def test_ffn_layers_taken_in_importance_order_and_the_rest_dropped():
+    refs = bert.matrices(tiny_bert())
+    plan = budget.plan_pgb(refs, fake_scores(refs), 0.75, nperm=1)
+    assert plan.meta["ffn_order"] == [3, 2, 1, 0]  # scores scale with the layer index
+    dropped = plan.meta["ffn_layers_dropped"]
+    assert dropped and all(l not in dropped for l in plan.meta["ffn_layers_kept"])
+    for mp in plan.matrices:
+        if mp.kind in bert.FFN_KINDS and mp.layer in dropped:
+            assert mp.groups == 0
+
+
+def test_dropped_matrices_keep_their_biases():
+    model = tiny_bert()
+    refs = bert.matrices(model)
+    plan = budget.plan_pgb(refs, fake_scores(refs), 0.88, nperm=1)
+    biases = {r.name: bert.linear(model, r).bias.detach().clone() for r in refs}
+    repermute.apply_plan(model, plan)
+    dropped = [mp for mp in plan.matrices if mp.groups == 0]
+    assert dropped
+    for mp in dropped:
+        lin = bert.linear(model, next(r for r in refs if r.name == mp.name))
+        assert not lin.weight.any()
+        assert torch.equal(lin.bias, biases[mp.name]) and lin.bias.any()
+    assert repermute.violations(model, plan) == []
+
+
+def test_absolute_tau_and_mha_overrun_are_reported():
+    refs = bert.matrices(tiny_bert())
+    plan = budget.plan_pgb(refs, fake_scores(refs), 0.9, tau=0.0, nperm=1)  # everything "important"
+    assert plan.meta["tau_mode"] == "absolute"
+    assert any("MHA phase alone" in n for n in plan.meta["notes"])
+
+
+@pytest.mark.parametrize("target, g", [(0.5, 2), (0.6, 3), (0.4, 2)])
+def test_fixed_g_is_the_smallest_g_meeting_the_target(target, g):
+    refs = bert.matrices(tiny_bert())
+    plan = ablations.fixed_g(refs, fake_scores(refs), target, nperm=1)
+    assert {mp.groups for mp in plan.matrices} == {g}
+
+
+def test_mask_ablations_keep_the_pgb_counts():
+    model = tiny_bert()
+    refs = bert.matrices(model)
+    scores = fake_scores(refs)
+    plan = budget.plan_pgb(refs, scores, 0.5, nperm=1)
+    kept = {mp.name: mp.kept for mp in plan.matrices}
+    unstructured = ablations.unstructured(refs, scores, kept)
+    assert {n: int(m.sum()) for n, m in unstructured.items()} == kept
+    structured = ablations.structured(refs, scores, kept, heads=4)
+    assert abs(cost.kept_params(structured) - plan.kept) / plan.total < 0.03
+    q = next(r for r in refs if r.kind == "query" and r.layer == 0)
+    cols = structured[q.name].any(0).view(4, 24)
+    assert torch.equal(cols.all(1), cols.any(1))  # whole heads or nothing
+
+
+def test_no_permutation_keeps_identity_order():
+    refs = bert.matrices(tiny_bert())
+    plan = budget.plan_pgb(refs, fake_scores(refs), 0.5, nperm=3, permute=False)
+    for mp in plan.matrices:
+        assert mp.row_perm == list(range(mp.shape[0])) and mp.col_perm == list(range(mp.shape[1]))
+
+
+def test_flops_ratio_counts_kept_weights_and_vanishing_attention():
+    refs = bert.matrices(tiny_bert(layers=1))
+    dense = {r.name: torch.ones(r.shape, dtype=torch.bool) for r in refs}
+    assert cost.flops_ratio(refs, dense, 96, 128) == 1.0
+    half = {n: torch.rand(m.shape) < 2 for n, m in dense.items()}
+    for n in half:
+        half[n].view(-1)[::2] = False
+    linear = 128 * sum(m.numel() for m in dense.values())
+    attention = 2 * 128 * 128 * 96
+    assert cost.flops_ratio(refs, half, 96, 128) == pytest.approx((linear / 2 + attention) / (linear + attention))
+    no_value = dict(dense, **{refs[2].name: torch.zeros(refs[2].shape, dtype=torch.bool)})
+    assert cost.macs(refs, no_value, 96, 128) == 128 * (sum(m.numel() for m in dense.values()) - 96 * 96)

@@ -1,0 +1,91 @@
+"""pgb-prune as a user runs it: a real process, real files, one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pruning import bert, repermute
+from pruning.grouped import GroupedLinear
+from pruning.plan import Plan
+from tests.conftest import GLUE, MODELS, needs_shared
+
+SST2 = str(MODELS / "minilm-sst2")
+
+
+def prune(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pgb_export.prune_cli", *args, "--quiet"],
+                          capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+def assert_clean_error(result, needle):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgb-prune: error:") and needle in lines[0], result.stderr
+
+
+@needs_shared
+@pytest.mark.parametrize("args, needle", [
+    (["/nonexistent/model", "--task", "sst2", "--target", "0.5"], "does not exist"),
+    ([str(GLUE), "--task", "sst2", "--target", "0.5"], "no readable config.json"),
+    ([SST2, "--task", "nosuch", "--target", "0.5"], "unknown task"),
+    ([SST2, "--task", "sst2", "--target", "1.0"], "--target must be in (0, 1)"),
+    ([SST2, "--task", "sst2", "--target", "0"], "--target must be in (0, 1)"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--glue-dir", "/nonexistent"], "missing train data"),
+    ([SST2, "--task", "stsb", "--target", "0.5"], "has 2 labels, stsb needs 1"),
+])
+def test_bad_input_one_line_nothing_written(tmp_path, args, needle):
+    out = tmp_path / "out"
+    assert_clean_error(prune(*args, "--out", str(out), "--samples", "8", "--finetune-epochs", "0"), needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_bert_model_is_rejected(tmp_path):
+    (tmp_path / "gpt").mkdir()
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert_clean_error(prune(str(tmp_path / "gpt"), "--task", "sst2", "--target", "0.5",
+                             "--out", str(tmp_path / "out")), "'gpt2' model")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_shared
+def test_existing_out_dir_needs_force(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_clean_error(prune(SST2, "--task", "sst2", "--target", "0.5", "--out", str(out)), "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@needs_shared
+def test_end_to_end_minilm_sst2_at_half(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "pruned"
+    r = prune(SST2, "--task", "sst2", "--target", "0.5", "--out", str(out), "--samples", "96",
+              "--finetune-epochs", "1", "--finetune-samples", "64")
+    assert r.returncode == 0, r.stderr
+    assert "FFN1" in r.stdout and "achieved" in r.stdout
+
+    report = json.loads((out / "report.json").read_text())
+    plan = Plan.load(out / "pgb.json")
+    assert abs(report["achieved_ratio"] - 0.5) <= 0.01
+    assert report["params_kept"] == plan.kept and report["params_total"] == 6 * 1_769_472
+    assert 0 < report["flops_ratio"] < 1
+    assert set(report["metrics"]) == {"dense", "vanilla", "final"}
+    assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
+    assert report["metrics"]["vanilla"]["accuracy"] > 0.6
+    assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
+
+    # plain from_pretrained computes the pruned model; it is block diagonal under pgb.json
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    assert repermute.violations(model, plan) == []
+    ids = torch.randint(1000, 5000, (2, 16))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        for ref in bert.matrices(model):
+            parent = bert.encoder_layers(model)[ref.layer]
+            path, leaf = bert._PATHS[ref.kind].rsplit(".", 1)
+            setattr(parent.get_submodule(path), leaf, GroupedLinear(bert.linear(model, ref), plan[ref.name]))
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
