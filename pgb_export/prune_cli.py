@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pruning import ablations, bert, budget, compensation, cost, finetune, importance, repermute
-from pruning.plan import MatrixPlan, Plan
+from pruning import ablations, bert, compensation, cost, finetune, importance, repermute
 
 from . import modeldir
 from .batching import encode, evaluate, make_batches
@@ -108,11 +107,27 @@ def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
     return target
 
 
-def _plan_from_masks(refs, masks, meta) -> Plan:
-    """A mask ablation's pgb.json: its zeros are not blocks, so each matrix is dense (G=1)
-    or dropped (G=0) and the masked dense weights carry the rest."""
-    return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, int(bool(masks[r.name].any())),
-                            list(range(r.shape[0])), list(range(r.shape[1]))) for r in refs], meta)
+def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
+            compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
+            progress: bool, lap=lambda stage: None) -> tuple[dict, dict]:
+    """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
+    structure frozen; returns ({"vanilla": metrics, "final": metrics}, compensation report)."""
+    comp = {}
+    if compensate:
+        comp = compensation.compensate(model, masks, samples, progress=progress)
+    else:
+        repermute.apply_masks(model, masks)
+    lap("compensation")
+    metrics = {"vanilla": evaluate(model, task, dev_batches, progress)}
+    lap("vanilla_eval")
+    metrics["final"] = metrics["vanilla"]
+    if epochs > 0 and train_enc:
+        finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e),
+                          epochs, lr, masks, seed=seed, progress=progress)
+        lap("finetune")
+        metrics["final"] = evaluate(model, task, dev_batches, progress)
+        lap("final_eval")
+    return metrics, comp
 
 
 def prune(args) -> dict:
@@ -148,42 +163,21 @@ def prune(args) -> dict:
     lap("importance")
 
     refs = bert.matrices(model)
-    meta = {"target": args.target, "gmax": args.gmax, "nperm": args.nperm, "tau": args.tau,
+    meta = {"target": args.target, "gmax": args.gmax, "nperm": args.nperm,
             "samples": len(sample_rows), "seed": args.seed, "fisher": "exact per-sample gradients"}
     tau = "auto" if args.tau == "auto" else float(args.tau)
-    pgb = budget.plan_pgb(refs, scores, args.target, args.gmax, args.nperm, tau,
-                          permute=args.ablation != "no-permutation", progress=progress)
-    pgb.meta.update(meta)
-    if args.ablation in ("unstructured", "structured"):
-        kept = {mp.name: mp.kept for mp in pgb.matrices}
-        masks = (ablations.unstructured(refs, scores, kept) if args.ablation == "unstructured"
-                 else ablations.structured(refs, scores, kept, bert.num_heads(model)))
-        plan = _plan_from_masks(refs, masks, {**meta, "method": args.ablation})
-    else:
-        plan = ablations.fixed_g(refs, scores, args.target, args.nperm) if args.ablation == "fixed-g" else pgb
-        plan.meta.update(meta)
-        masks = plan.masks()
+    plan, masks, pgb = ablations.build(args.ablation, refs, scores, args.target,
+                                       bert.num_heads(model), args.gmax, args.nperm, tau, progress)
+    plan.meta.update(meta)
     lap("planning")
 
-    comp = {}
-    if args.no_compensation:
-        repermute.apply_masks(model, masks)
-    else:
-        comp = compensation.compensate(model, masks, samples, progress=progress)
-    lap("compensation")
-    metrics["vanilla"] = evaluate(model, task, dev_batches, progress)
-    lap("vanilla_eval")
-
-    if args.finetune_epochs > 0:
-        rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
-        enc = encode(tok, rows, args.max_len)
-        finetune.finetune(model, lambda e: make_batches(enc, args.batch_size, True, args.seed + 1 + e),
-                          args.finetune_epochs, args.lr, masks, seed=args.seed, progress=progress)
-        lap("finetune")
-        metrics["final"] = evaluate(model, task, dev_batches, progress)
-        lap("final_eval")
-    else:
-        metrics["final"] = metrics["vanilla"]
+    train_rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
+    train_enc = encode(tok, train_rows, args.max_len) if args.finetune_epochs > 0 else []
+    recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
+                              compensate=not args.no_compensation, epochs=args.finetune_epochs,
+                              lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                              progress=progress, lap=lap)
+    metrics.update(recovered)
 
     bad = repermute.violations(model, plan)
     if bad:  # cannot happen unless a step above is broken; never write such a model

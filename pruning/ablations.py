@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
-from .budget import TOLERANCE, grouped_plan
+from .budget import TOLERANCE, grouped_plan, plan_pgb
 from .grouping import common_divisors
-from .plan import Plan
+from .plan import MatrixPlan, Plan
 
 Masks = dict[str, torch.Tensor]
 ABLATIONS = ("none", "unstructured", "fixed-g", "no-permutation", "structured")
@@ -69,3 +69,25 @@ def structured(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
         masks[f1.name][:, keep] = True
         masks[f2.name][keep, :] = True
     return masks
+
+
+def plan_from_masks(refs: Sequence[MatrixRef], masks: Masks, meta: dict) -> Plan:
+    """A mask baseline's pgb.json: its zeros are not blocks, so each matrix is dense (G=1)
+    or dropped (G=0), and the masked dense weights carry the rest."""
+    return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, int(bool(masks[r.name].any())),
+                            list(range(r.shape[0])), list(range(r.shape[1]))) for r in refs], meta)
+
+
+def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
+          target: float, heads: int, gmax: int = 6, nperm: int = 6,
+          tau: float | str = "auto", progress: bool = False) -> tuple[Plan, Masks, Plan]:
+    """(plan written to pgb.json, masks to prune with, the PGB plan it was sized from)."""
+    pgb = plan_pgb(refs, scores, target, gmax, nperm, tau, permute=ablation != "no-permutation",
+                   progress=progress)
+    if ablation in ("unstructured", "structured"):
+        kept = {mp.name: mp.kept for mp in pgb.matrices}
+        masks = (unstructured(refs, scores, kept) if ablation == "unstructured"
+                 else structured(refs, scores, kept, heads))
+        return plan_from_masks(refs, masks, {"method": ablation, "target": target}), masks, pgb
+    plan = fixed_g(refs, scores, target, nperm) if ablation == "fixed-g" else pgb
+    return plan, plan.masks(), pgb

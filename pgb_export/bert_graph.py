@@ -1,0 +1,174 @@
+"""A pruned (or dense) BertForSequenceClassification as an ONNX graph.
+
+The graph is written op by op from the weights, so that every grouped linear becomes a
+grouped MatMul subgraph and every exact simplification of PGB.md section 8 is made:
+- dropped W_V or W_O: the attention sub-layer is a constant (softmax rows sum to one), so
+  the whole sub-layer becomes one Add of that constant before its LayerNorm;
+- dropped W_1 or W_2: likewise for the FFN (GELU(b_1) W_2 + b_2, or b_2);
+- dropped W_Q or W_K: the projection is its bias, a constant broadcast in the score MatMul;
+- 1/sqrt(d_head) is folded into W_Q and b_Q;
+- permutations are absorbed by `grouped_linear.linear` (biases, FFN1 -> GELU -> FFN2, and
+  dense neighbours), and the ones left are counted in the census.
+Constants are folded in float64 from the pruned weights, then stored in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper
+from torch import nn
+
+from pruning import bert
+from pruning.plan import MatrixPlan, Plan
+
+from .bert_io import BERT_IO
+from .graph import FLOAT, Graph, tensor_type
+from .grouped_linear import LinearOptions, linear
+
+
+class ExportError(ValueError):
+    """The model cannot be exported as asked."""
+
+
+def dense_plan(model: nn.Module) -> Plan:
+    """The plan of an unpruned model: every matrix dense, identity permutations."""
+    return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])),
+                            list(range(r.shape[1]))) for r in bert.matrices(model)], {"method": "dense"})
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+class _Weights:
+    """float64 numpy views of the model's parameters, W in (in, out) convention."""
+
+    def __init__(self, model: nn.Module):
+        self.sd = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.sd[name]
+
+    def linear(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.sd[f"{name}.weight"].T, self.sd[f"{name}.bias"]
+
+
+def _check_supported(model: nn.Module) -> None:
+    cfg = model.config
+    if cfg.model_type != "bert":
+        raise ExportError(f"unsupported architecture {cfg.model_type!r}: only BERT is exported")
+    if cfg.hidden_act != "gelu":
+        raise ExportError(f"unsupported activation {cfg.hidden_act!r}: only erf GELU ('gelu')")
+    if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+        raise ExportError("only absolute position embeddings are supported")
+    if not isinstance(getattr(model, "classifier", None), nn.Linear) or getattr(model.base_model, "pooler", None) is None:
+        raise ExportError("only BertForSequenceClassification (pooler + linear classifier) is exported")
+
+
+def _layer_norm(g: Graph, x: str, w: _Weights, prefix: str, eps: float) -> str:
+    return g.op("LayerNormalization", [x, g.const(w(f"{prefix}.weight"), "ln_gamma"),
+                                       g.const(w(f"{prefix}.bias"), "ln_beta")],
+                "LayerNorm", axis=-1, epsilon=eps)
+
+
+def _heads(g: Graph, y: str, heads: int, dh: int, perm: list[int]) -> str:
+    t = g.op("Reshape", [y, g.const(np.array([0, 0, heads, dh], np.int64), "shape")], "Reshape")
+    return g.op("Transpose", [t], "Transpose", perm=perm)
+
+
+def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts) -> str:
+    q, k, v, o = plans
+    d, heads = cfg.hidden_size, cfg.num_attention_heads
+    dh = d // heads
+    scale = 1.0 / math.sqrt(dh)
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (w.linear(mp.name) for mp in plans)
+    ln = f"{layer_prefix}.attention.output.LayerNorm"
+    if v.groups == 0 or o.groups == 0:
+        const = bo + (bv @ wo if o.groups else 0.0)
+        return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, cfg.layer_norm_eps)
+    ident = np.arange(d)
+    if q.groups:
+        qh = _heads(g, linear(g, x, None, wq * scale, bq * scale, q, ident, opts)[0], heads, dh, [0, 2, 1, 3])
+    else:  # (1, H, 1, dh): the same query for every position
+        qh = g.const((bq * scale).reshape(1, heads, 1, dh), "query_constant")
+    if k.groups:
+        kh = _heads(g, linear(g, x, None, wk, bk, k, ident, opts)[0], heads, dh, [0, 2, 3, 1])
+    else:  # (1, H, dh, 1)
+        kh = g.const(bk.reshape(1, heads, dh, 1), "key_constant")
+    vh = _heads(g, linear(g, x, None, wv, bv, v, ident, opts)[0], heads, dh, [0, 2, 1, 3])
+    scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
+    probs = g.op("Softmax", [scores], "Softmax", axis=-1)
+    ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
+    ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
+    out, _ = linear(g, ctx, None, wo, bo, o, ident, opts)
+    return _layer_norm(g, g.op("Add", [out, x], "Add"), w, ln, cfg.layer_norm_eps)
+
+
+def _ffn(g, x, w, plans, layer_prefix, cfg, opts) -> str:
+    f1, f2 = plans
+    (w1, b1), (w2, b2) = (w.linear(mp.name) for mp in plans)
+    ln = f"{layer_prefix}.output.LayerNorm"
+    if f1.groups == 0 or f2.groups == 0:
+        const = b2 + (_gelu(b1) @ w2 if f2.groups else 0.0)
+        return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, cfg.layer_norm_eps)
+    # FFN2 grouped: FFN1 delivers its output straight in FFN2's row order (GELU is
+    # elementwise); FFN2 dense: FFN1 keeps its natural order and FFN2's rows absorb it.
+    want = np.asarray(f2.row_perm) if f2.groups > 1 else None
+    h, h_order = linear(g, x, None, w1, b1, f1, want, opts)
+    h = g.op("Mul", [h, g.op("Add", [g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0)), "sqrt2")], "Div")], "Erf"),
+                                     g.const(np.array(1.0), "one")], "Add")], "Mul")
+    h = g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
+    y, _ = linear(g, h, h_order, w2, b2, f2, np.arange(cfg.hidden_size), opts)
+    return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, cfg.layer_norm_eps)
+
+
+def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions()) -> onnx.ModelProto:
+    """The ONNX graph computing `model` (its weights already pruned to `plan`)."""
+    _check_supported(model)
+    cfg = model.config
+    w = _Weights(model)
+    prefix = model.base_model_prefix
+    g = Graph()
+    io = BERT_IO
+    ids, mask_in, types = io.inputs
+
+    emb = f"{prefix}.embeddings"
+    words = g.op("Gather", [g.const(w(f"{emb}.word_embeddings.weight"), "word_embeddings"), ids], "Gather")
+    seq = g.op("Gather", [g.op("Shape", [ids], "Shape"), g.const(np.array(1, np.int64), "one")], "Gather")
+    positions = g.op("Range", [g.const(np.array(0, np.int64), "zero"), seq, g.const(np.array(1, np.int64), "one")], "Range")
+    pos = g.op("Gather", [g.const(w(f"{emb}.position_embeddings.weight"), "position_embeddings"), positions], "Gather")
+    typ = g.op("Gather", [g.const(w(f"{emb}.token_type_embeddings.weight"), "token_type_embeddings"), types], "Gather")
+    x = g.op("Add", [g.op("Add", [words, pos], "Add"), typ], "Add")
+    x = _layer_norm(g, x, w, f"{emb}.LayerNorm", cfg.layer_norm_eps)
+    # additive mask (B, 1, 1, S): 0 where attended, the float minimum where padded
+    m = g.op("Cast", [mask_in], "Cast", to=FLOAT)
+    m = g.op("Mul", [g.op("Sub", [g.const(np.array(1.0), "one"), m], "Sub"),
+                     g.const(np.array(np.finfo(np.float32).min), "mask_value")], "Mul")
+    mask = g.op("Unsqueeze", [m, g.const(np.array([1, 2], np.int64), "axes")], "Unsqueeze")
+
+    by_layer: dict[int, dict[str, MatrixPlan]] = {}
+    for mp in plan.matrices:
+        by_layer.setdefault(mp.layer, {})[mp.kind] = mp
+    for i, layer in enumerate(bert.encoder_layers(model)):
+        g.scope = f"layer{i}"
+        mps = by_layer[i]
+        layer_prefix = f"{prefix}.encoder.layer.{i}"
+        x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts)
+        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts)
+
+    g.scope = "head"
+    cls = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "Gather", axis=1)
+    wp, bp = w.linear(f"{prefix}.pooler.dense")
+    pooled = g.op("Tanh", [g.op("Add", [g.op("MatMul", [cls, g.const(wp, "weight")], "MatMul"),
+                                        g.const(bp, "bias")], "Add")], "Tanh")
+    wc, bc = w.linear("classifier")
+    logits = g.op("Add", [g.op("MatMul", [pooled, g.const(wc, "weight")], "MatMul"), g.const(bc, "bias")], "Add")
+    g.nodes.append(helper.make_node("Identity", [logits], [io.output], name="head/output"))
+
+    dims = [io.batch_axis, io.sequence_axis]
+    inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in io.inputs]
+    outputs = [helper.make_tensor_value_info(io.output, FLOAT, [io.batch_axis, cfg.num_labels])]
+    return g.model(inputs, outputs, "pgb-export")

@@ -1,0 +1,24 @@
+"""BERT-family I/O facts, declared once: the ONNX writer, the Triton writer and the parity
+checker all read these."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+    input_dtype: type = np.int64
+    output: str = "logits"
+    batch_axis: str = "batch"
+    sequence_axis: str = "sequence"
+    # fp32 parity: max |logit difference| allowed between ONNX Runtime and PyTorch. Same
+    # order as optimum's default validation atol (1e-4 there too for BERT).
+    atol_fp32: float = 1e-4
+    # |task metric difference| allowed on the full dev set, in points (fp32).
+    metric_points_fp32: float = 0.1
+
+
+BERT_IO = IOSpec()

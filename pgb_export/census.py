@@ -1,0 +1,35 @@
+"""What the exported graph holds, per layer: MatMuls, Gathers, Transposes and the weight
+parameters actually stored behind the MatMuls."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .bert_graph import ExportError
+
+
+def census(model: onnx.ModelProto) -> dict:
+    """{"layers": {scope: counts}, "total": counts}; scopes are the node-name prefixes
+    (embeddings, layer0.., head)."""
+    # weight matrices and blocks only: the constant query/key of a dropped W_Q/W_K also
+    # feeds a MatMul but is a bias
+    weights = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer
+               if t.name.split("/")[-1].split("_")[0] in ("weight", "block", "blocks")}
+    layers: dict[str, dict[str, int]] = {}
+    for node in model.graph.node:
+        scope = node.name.split("/")[0]
+        c = layers.setdefault(scope, {"MatMul": 0, "Gather": 0, "Transpose": 0, "weight_params": 0})
+        if node.op_type in ("MatMul", "Gather", "Transpose"):
+            c[node.op_type] += 1
+        if node.op_type == "MatMul":
+            c["weight_params"] += sum(weights.get(i, 0) for i in node.input)
+    total = {k: sum(c[k] for c in layers.values()) for k in ("MatMul", "Gather", "Transpose", "weight_params")}
+    encoder = sum(c["weight_params"] for s, c in layers.items() if s.startswith("layer"))
+    return {"layers": layers, "total": total, "encoder_weight_params": encoder}
+
+
+def check_against_plan(counts: dict, plan_kept: int) -> None:
+    """The encoder's stored MatMul weights must be exactly the plan's kept parameters."""
+    if counts["encoder_weight_params"] != plan_kept:
+        raise ExportError(f"graph stores {counts['encoder_weight_params']} encoder MatMul weights, "
+                             f"pgb.json keeps {plan_kept}")

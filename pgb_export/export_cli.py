@@ -1,0 +1,204 @@
+"""pgb-export: pruned (or dense) model directory -> ONNX, parity report, Triton repository."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pruning import repermute
+from pruning.plan import Plan, PlanError
+
+from . import modeldir
+from .batching import encode, make_batches, predict
+from .bert_graph import ExportError, build, dense_plan
+from .bert_io import BERT_IO
+from .census import census, check_against_plan
+from .cli_common import UsageError, run, table
+from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, LinearOptions
+from .parity import ParityError, check_outputs
+from .tasks import get_task, glue_dir, load_split, metrics
+
+# Real sentences for the output check when no --task is given (SST-2 style, pairs for
+# two-segment models are made from consecutive ones).
+DEFAULT_TEXTS = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "allows us to hope that nolan is poised to embark a major career as a commercial yet inventive filmmaker .",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
+    "it 's slow -- very , very slow .",
+    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
+]
+
+EPILOG = """\
+examples:
+  pgb-export runs/sst2-50 --out deploy/sst2-50 --task sst2          # parity incl. dev accuracy
+  pgb-export ../shared/models/minilm-sst2 --out deploy/dense          # dense baseline export
+  pgb-export runs/sst2-50 --out deploy/sst2-50 --triton --force       # + Triton model repository
+
+DEPLOY_DIR gets onnx/ (model.onnx, config.json, tokenizer), report.json (parity, graph
+census, FLOPs, sizes) and with --triton a Triton model repository in triton/. A failed
+parity check exits 1 and writes nothing.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgb-export", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a PGB-pruned (pgb.json present) or dense BERT classifier to ONNX with "
+                    "grouped MatMuls and absorbed permutations, prove it equal to PyTorch, and "
+                    "optionally write a Triton Inference Server model repository.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="pgb-prune output or fine-tuned BERT directory")
+    p.add_argument("--out", required=True, metavar="DEPLOY_DIR", help="deployment directory to write")
+    p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set")
+    p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
+    p.add_argument("--triton", action="store_true", help="write a Triton model repository (onnxruntime backend)")
+    p.add_argument("--trt", action="store_true", help="build TensorRT engines (not available yet)")
+    p.add_argument("--fp16", action="store_true", help="fp16 weights and activations (not available yet)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--grouped-form", choices=GROUPED_FORMS, default="split",
+                   help="split: G MatMuls on input slices, concatenated (default); batched: one MatMul on [G, M/G, N/G]")
+    p.add_argument("--permute-form", choices=PERMUTE_FORMS, default="transpose",
+                   help="how remaining activation permutations are emitted (default: transpose + row Gather)")
+    p.add_argument("--max-len", type=int, default=128, help="max tokens per dev example (default 128)")
+    p.add_argument("--max-batch", type=int, default=32, help="Triton max_batch_size (default 32)")
+    p.add_argument("--force", action="store_true", help="replace DEPLOY_DIR if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _check_flags(args) -> None:
+    if args.trt:
+        raise UsageError("--trt: TensorRT engine building is not implemented yet; export ONNX and use "
+                         "trtexec --onnx=DEPLOY_DIR/onnx/model.onnx meanwhile")
+    if args.fp16:
+        raise UsageError("--fp16 is not implemented yet; the fp32 export is the supported one")
+    if not 17 <= args.opset <= onnx.defs.onnx_opset_version():
+        raise UsageError(f"--opset must be between 17 (LayerNormalization) and {onnx.defs.onnx_opset_version()}")
+    if Path(args.out).exists() and not args.force:
+        raise UsageError(f"{args.out} already exists; pass --force to replace it")
+
+
+def load_plan(model_dir: Path, model) -> Plan:
+    """pgb.json checked against the weights beside it; a dense plan when there is none."""
+    if not (model_dir / "pgb.json").exists():
+        return dense_plan(model)
+    plan = Plan.load(model_dir / "pgb.json")
+    names = {mp.name for mp in plan.matrices}
+    expected = {mp.name for mp in dense_plan(model).matrices}
+    if names != expected:
+        raise PlanError(f"pgb.json names {len(names)} matrices that do not match the model's {len(expected)}")
+    bad = repermute.violations(model, plan)
+    if bad:
+        raise PlanError(f"weights are non-zero outside the pgb.json blocks in {bad[0]}"
+                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else ""))
+    return plan
+
+
+def session(model_bytes: bytes, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def export(args) -> dict:
+    t0 = time.perf_counter()
+    model_dir = modeldir.check_model_dir(args.model_dir)
+    model, tok = modeldir.load(model_dir)
+    plan = load_plan(model_dir, model)
+    task = get_task(args.task) if args.task else None
+    dev = load_split(task, "dev", glue_dir(args.glue_dir)) if task else None
+
+    graph = build(model, plan, LinearOptions(args.grouped_form, args.permute_form))
+    graph.opset_import[0].version = args.opset
+    onnx.checker.check_model(graph, full_check=True)
+    counts = census(graph)
+    check_against_plan(counts, plan.kept)
+    data = graph.SerializeToString()
+    sess = session(data)
+
+    texts = ([(e.text_a, e.text_b) if e.text_b is not None else e.text_a for e in dev[:64]]
+             if dev else DEFAULT_TEXTS)
+    parity = check_outputs(sess, model, tok, texts)
+    report = {"model_dir": str(model_dir), "method": plan.meta.get("method", "pgb"),
+              "graph": {"opset": args.opset, "grouped_form": args.grouped_form,
+                        "permute_form": args.permute_form, "nodes": len(graph.graph.node),
+                        "census": counts},
+              "params": {"kept": plan.kept, "total": plan.total, "ratio": plan.ratio},
+              "flops_ratio": _flops_ratio(model, plan),
+              "onnx_bytes": len(data), "parity": parity.to_json()}
+    if task:
+        enc = encode(tok, dev, args.max_len)
+        batches = make_batches(enc, 64)
+        labels = np.concatenate([b["labels"].numpy() for b in batches])
+        torch_pred = predict(model, batches, progress=not args.quiet)
+        onnx_pred = np.concatenate([sess.run(None, {k: b[k].numpy() for k in BERT_IO.inputs})[0] for b in batches])
+        m_torch, m_onnx = metrics(task, torch_pred, labels), metrics(task, onnx_pred, labels)
+        gap = abs(m_torch[task.main_metric] - m_onnx[task.main_metric]) * 100
+        report["accuracy"] = {"task": task.name, "metric": task.main_metric, "examples": len(dev),
+                              "pytorch": m_torch, "onnx": m_onnx, "difference_points": gap,
+                              "tolerance_points": BERT_IO.metric_points_fp32}
+        if gap > BERT_IO.metric_points_fp32:
+            parity.failures.append(f"{task.main_metric} differs by {gap:.3f} points on the {task.name} dev set "
+                                   f"(pytorch {m_torch[task.main_metric]:.4f}, onnx {m_onnx[task.main_metric]:.4f})")
+    if parity.failures:
+        raise ParityError("; ".join(parity.failures))
+
+    with modeldir.atomic_dir(args.out, force=args.force) as tmp:
+        (tmp / "onnx").mkdir()
+        (tmp / "onnx" / "model.onnx").write_bytes(data)
+        model.config.save_pretrained(tmp / "onnx")
+        tok.save_pretrained(tmp / "onnx")
+        if args.triton:
+            from .triton import write_repository
+            report["triton"] = write_repository(tmp / "triton", data, model.config, args.max_batch)
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _flops_ratio(model, plan: Plan) -> float:
+    from pruning import bert, cost
+    return cost.flops_ratio(bert.matrices(model), plan.masks(), model.config.hidden_size, 128)
+
+
+def summary(report: dict) -> str:
+    layers = report["graph"]["census"]["layers"]
+    rows = [[s, c["MatMul"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"] for s, c in layers.items()]
+    lines = [table(["scope", "MatMul", "Gather", "Transpose", "weights"], rows), "",
+             f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights  "
+             f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",
+             f"parity: max |logit diff| {report['parity']['max_abs_diff']:.2e} (tolerance {report['parity']['atol']:g}) "
+             f"over {len(report['parity']['checks'])} batch x length checks"]
+    if "accuracy" in report:
+        a = report["accuracy"]
+        lines.append(f"{a['task']} dev {a['metric']}: pytorch {a['pytorch'][a['metric']]:.4f}  "
+                     f"onnx {a['onnx'][a['metric']]:.4f}  ({a['examples']} examples)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        _check_flags(args)
+        try:
+            report = export(args)
+        except ParityError as e:
+            print(f"pgb-export: parity check failed: {e}", file=sys.stderr)
+            return 1
+        print(summary(report))
+        print(f"wrote {args.out}")
+        return 0
+
+    return run("pgb-export", go, extra_errors=(ExportError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""One linear layer of the export graph: dense, or grouped as split-and-concat (or batched)
+MatMuls, with its permutations absorbed wherever that is exact.
+
+Orders: an activation's last axis holds features in some order, given as an array of
+original feature indices per position (None = original order). A dense weight absorbs any
+input order (rows) and produces any output order (columns) for free. A grouped weight needs
+each input chunk i to hold the rows of block i (in any order inside the chunk) and produces
+the columns of block i in chunk i (in any order inside the chunk); only when the order at
+hand or the order wanted does not match chunk by chunk is a permutation of the activation
+emitted, and then exactly one, with the two index maps composed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pruning.plan import MatrixPlan
+
+from .graph import Graph
+
+GROUPED_FORMS = ("split", "batched")
+PERMUTE_FORMS = ("transpose", "gather")
+
+
+@dataclass(frozen=True)
+class LinearOptions:
+    # split: G MatMuls on slices of the input, concatenated (what users read in Netron);
+    # batched: one MatMul on [G, M/G, N/G] weights.
+    grouped_form: str = "split"
+    # How a permutation of the last axis is emitted. ONNX Runtime's Gather on the last axis
+    # copies one element at a time; moving the axis to the front makes each index a
+    # contiguous row copy, and measured faster even with the two transposes (BENCHMARKS.md).
+    permute_form: str = "transpose"
+
+
+def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
+    """x[..., index] for a rank-3 activation (batch, sequence, features)."""
+    idx = g.const(np.asarray(index, dtype=np.int64), "perm_index")
+    if form == "gather":
+        return g.op("Gather", [x, idx], "Gather", axis=2)
+    t = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
+    t = g.op("Gather", [t, idx], "Gather", axis=0)
+    return g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
+
+
+def _chunk_aligned(order: np.ndarray, chunks: np.ndarray) -> bool:
+    size = chunks.shape[1]
+    return all(set(order[i * size:(i + 1) * size].tolist()) == set(c.tolist()) for i, c in enumerate(chunks))
+
+
+def _grouped_matmul(g: Graph, x: str, blocks: np.ndarray, form: str) -> str:
+    groups, br, bc = blocks.shape
+    if form == "batched":
+        t = g.op("Reshape", [x, g.const(np.array([0, 0, groups, br], np.int64), "shape")], "Reshape")
+        t = g.op("Transpose", [t], "Transpose", perm=[2, 0, 1, 3])  # (G, B, S, M/G)
+        t = g.op("MatMul", [t, g.const(blocks[:, None], "blocks")], "MatMul")  # (G, B, S, N/G)
+        t = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0, 3])
+        return g.op("Reshape", [t, g.const(np.array([0, 0, groups * bc], np.int64), "shape")], "Reshape")
+    split = g.const(np.full(groups, br, np.int64), "split")
+    parts = g.op_multi("Split", [x, split], groups, "Split", axis=-1)
+    outs = [g.op("MatMul", [p, g.const(blocks[i], "block")], "MatMul") for i, p in enumerate(parts)]
+    return g.op("Concat", outs, "Concat", axis=-1)
+
+
+def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.ndarray,
+           mp: MatrixPlan, want: np.ndarray | None, opts: LinearOptions) -> tuple[str, np.ndarray]:
+    """Emit y = x W* + b. w is the (M, N) pruned weight in original order; want is the
+    output order the consumer needs (None: any). Returns (output, its order)."""
+    m, n = w.shape
+    x_order = np.arange(m) if x_order is None else np.asarray(x_order)
+    if mp.groups == 1:
+        out = np.arange(n) if want is None else np.asarray(want)
+        y = g.op("MatMul", [x, g.const(w[x_order][:, out], "weight")], "MatMul")
+        return g.op("Add", [y, g.const(b[out], "bias")], "Add"), out
+    groups = mp.groups
+    rchunks = np.asarray(mp.row_perm).reshape(groups, -1)
+    cchunks = np.asarray(mp.col_perm).reshape(groups, -1)
+    if _chunk_aligned(x_order, rchunks):
+        rows = x_order.reshape(groups, -1)
+    else:
+        rows = rchunks
+        x = permute_last(g, x, np.argsort(x_order)[rchunks.reshape(-1)], opts.permute_form)
+    aligned_out = want is not None and _chunk_aligned(np.asarray(want), cchunks)
+    cols = np.asarray(want).reshape(groups, -1) if aligned_out else cchunks
+    blocks = np.stack([w[rows[i]][:, cols[i]] for i in range(groups)])
+    natural = cols.reshape(-1)
+    y = _grouped_matmul(g, x, blocks, opts.grouped_form)
+    y = g.op("Add", [y, g.const(b[natural], "bias")], "Add")
+    if want is None or aligned_out:
+        return y, natural
+    return permute_last(g, y, np.argsort(natural)[np.asarray(want)], opts.permute_form), np.asarray(want)

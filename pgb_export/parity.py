@@ -1,0 +1,89 @@
+"""Parity of an exported model against the PyTorch model it came from.
+
+Checks run in a fixed order (output names, shapes, values) and every failure is collected,
+optimum-style; the report names the output, the largest difference and the inputs it was
+seen on, and the caller decides whether a failure is fatal.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bert_io import BERT_IO
+
+
+class ParityError(AssertionError):
+    """The exported model does not compute the same function as the PyTorch one."""
+
+
+@dataclass
+class OutputCheck:
+    batch_size: int
+    seq_len: int
+    max_abs_diff: float
+    where: tuple[int, ...]
+    texts: list[str]
+
+
+@dataclass
+class ParityReport:
+    atol: float
+    checks: list[OutputCheck] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.checks), default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        return {"atol": self.atol, "max_abs_diff": self.max_abs_diff, "ok": self.ok,
+                "failures": self.failures, "checks": [asdict(c) for c in self.checks]}
+
+
+def feeds(encoded: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(encoded[k], dtype=BERT_IO.input_dtype) for k in BERT_IO.inputs}
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    model.eval()
+    return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.float().numpy()
+
+
+def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float = BERT_IO.atol_fp32,
+                  batch_sizes=(1, 4, 16), lengths=(16, 64, 128)) -> ParityReport:
+    """Compare logits on real sentences, for every batch size x (padded) length.
+    texts: strings or (a, b) pairs."""
+    report = ParityReport(atol)
+    names = [o.name for o in session.get_outputs()]
+    if names != [BERT_IO.output]:
+        report.failures.append(f"outputs are {names}, expected [{BERT_IO.output!r}]")
+        return report
+    for bs in batch_sizes:
+        for length in lengths:
+            chunk = [texts[i % len(texts)] for i in range(bs)]
+            a = [t[0] if isinstance(t, tuple) else t for t in chunk]
+            b = [t[1] for t in chunk] if isinstance(chunk[0], tuple) else None
+            enc = tokenizer(a, b, padding="max_length", truncation=True, max_length=length, return_tensors="np")
+            inputs = feeds(enc)
+            got = session.run(None, inputs)[0]
+            want = torch_logits(model, inputs)
+            if got.shape != want.shape:
+                report.failures.append(f"logits shape {got.shape} != {want.shape} at batch {bs}, length {length}")
+                continue
+            diff = np.abs(got.astype(np.float64) - want)
+            where = tuple(int(i) for i in np.unravel_index(diff.argmax(), diff.shape))
+            check = OutputCheck(bs, length, float(diff.max()), where, [str(chunk[where[0]])[:200]])
+            report.checks.append(check)
+            if not check.max_abs_diff <= atol:
+                report.failures.append(
+                    f"logits differ by {check.max_abs_diff:.3g} > {atol:g} at batch {bs}, length {length}, "
+                    f"index {where}, on input {check.texts[0]!r}")
+    return report

@@ -1,0 +1,86 @@
+"""Accuracy of PGB vs dense and vs the ablations on the fine-tuned fixtures.
+
+Scores are computed once per fixture, then every (target, ablation) run starts from the
+dense weights and goes through the same ablations.build + recover path as pgb-prune.
+Results are appended to a JSON lines file as they come, so an interrupted sweep keeps
+what it finished.
+
+    .venv/bin/python scripts/bench_accuracy.py --fixtures minilm-sst2 --out bench/acc.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+from pgb_export import modeldir
+from pgb_export.batching import encode, evaluate, make_batches
+from pgb_export.prune_cli import recover
+from pgb_export.tasks import get_task, glue_dir, load_split
+from pruning import ablations, bert, importance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=str(ROOT.parent / "shared" / "models"))
+    p.add_argument("--fixtures", nargs="+", default=["minilm-sst2", "minilm-mrpc", "minilm-stsb", "minilm-cola"])
+    p.add_argument("--targets", nargs="+", type=float, default=[0.4, 0.5, 0.6, 0.88])
+    p.add_argument("--ablation-target", type=float, default=0.6)
+    p.add_argument("--ablations", nargs="*", default=["unstructured", "fixed-g", "no-permutation", "structured"])
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--finetune-samples", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--out", default="bench/accuracy.jsonl")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    for fixture in args.fixtures:
+        path = Path(args.models) / fixture
+        task = get_task(json.loads((path / "fixture.json").read_text())["task"])
+        data = glue_dir(None)
+        train, dev = load_split(task, "train", data), load_split(task, "dev", data)
+        model, tok = modeldir.load(path)
+        rng = random.Random(0)
+        samples = make_batches(encode(tok, rng.sample(train, min(args.samples, len(train))), args.max_len), 32)
+        train_enc = encode(tok, rng.sample(train, min(args.finetune_samples, len(train))), args.max_len)
+        dev_batches = make_batches(encode(tok, dev, args.max_len), 64)
+        dense = evaluate(model, task, dev_batches)
+        t = time.perf_counter()
+        scores = importance.score(model, samples, progress=False)
+        score_s = time.perf_counter() - t
+        refs = bert.matrices(model)
+        runs = [(t, "none") for t in args.targets] + [(args.ablation_target, a) for a in args.ablations]
+        for target, ablation in runs:
+            model, _ = modeldir.load(path)
+            t = time.perf_counter()
+            plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model))
+            metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
+                                 epochs=args.finetune_epochs, lr=args.lr, batch_size=32, seed=0,
+                                 progress=False)
+            kept = sum(int(m.sum()) for m in masks.values())
+            row = {"fixture": fixture, "task": task.name, "metric": task.main_metric,
+                   "target": target, "ablation": ablation,
+                   "achieved": 1 - kept / sum(m.numel() for m in masks.values()),
+                   "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],
+                   "final": metrics["final"][task.main_metric],
+                   "ffn_layers_dropped": pgb.meta["ffn_layers_dropped"],
+                   "samples": args.samples, "finetune_epochs": args.finetune_epochs,
+                   "finetune_samples": args.finetune_samples, "score_seconds": round(score_s, 1),
+                   "run_seconds": round(time.perf_counter() - t, 1),
+                   "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+                   "date": time.strftime("%Y-%m-%d")}
+            print(json.dumps(row), flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
