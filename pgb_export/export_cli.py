@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pruning import repermute
+from pruning import bert, cost, repermute
 from pruning.plan import Plan, PlanError
 
 from . import modeldir
@@ -119,7 +119,9 @@ def export(args) -> dict:
     graph.opset_import[0].version = args.opset
     onnx.checker.check_model(graph, full_check=True)
     counts = census(graph)
-    check_against_plan(counts, plan.kept)
+    refs = bert.matrices(model)
+    live_kept = cost.kept_params(cost.live(refs, plan.masks()))
+    check_against_plan(counts, live_kept)
     data = graph.SerializeToString()
     sess = session(data)
 
@@ -130,8 +132,8 @@ def export(args) -> dict:
               "graph": {"opset": args.opset, "grouped_form": args.grouped_form,
                         "permute_form": args.permute_form, "nodes": len(graph.graph.node),
                         "census": counts},
-              "params": {"kept": plan.kept, "total": plan.total, "ratio": plan.ratio},
-              "flops_ratio": _flops_ratio(model, plan),
+              "params": {"kept": plan.kept, "live": live_kept, "total": plan.total, "ratio": plan.ratio},
+              "flops_ratio": cost.flops_ratio(refs, plan.masks(), model.config.hidden_size, 128),
               "onnx_bytes": len(data), "parity": parity.to_json()}
     if task:
         enc = encode(tok, dev, args.max_len)
@@ -163,16 +165,12 @@ def export(args) -> dict:
     return report
 
 
-def _flops_ratio(model, plan: Plan) -> float:
-    from pruning import bert, cost
-    return cost.flops_ratio(bert.matrices(model), plan.masks(), model.config.hidden_size, 128)
-
-
 def summary(report: dict) -> str:
     layers = report["graph"]["census"]["layers"]
     rows = [[s, c["MatMul"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"] for s, c in layers.items()]
     lines = [table(["scope", "MatMul", "Gather", "Transpose", "weights"], rows), "",
-             f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights  "
+             f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights "
+             f"({report['params']['live']:,} live)  "
              f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",
              f"parity: max |logit diff| {report['parity']['max_abs_diff']:.2e} (tolerance {report['parity']['atol']:g}) "
              f"over {len(report['parity']['checks'])} batch x length checks"]

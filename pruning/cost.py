@@ -1,9 +1,11 @@
 """Parameter and FLOP counts that every report shares.
 
-MACs per sequence of length T: each kept weight of a prunable matrix costs T MACs (a
-grouped matrix computes only its blocks); attention costs 2*T^2*d (scores and context)
-and vanishes when W_V or W_O is dropped, because the sub-layer's output is then a
-constant (softmax rows sum to one, so a constant value vector passes through unchanged).
+A dropped matrix can make its neighbours dead: with W_V or W_O dropped the attention
+sub-layer outputs a constant (softmax rows sum to one, so a constant value vector passes
+through unchanged) and W_Q, W_K, W_V, W_O no longer matter; with W_1 or W_2 dropped the
+FFN outputs a constant. `live` masks leave those out; the exporter stores exactly the live
+weights, and MACs count only them: T MACs per live weight for a sequence of length T, plus
+2*T^2*d for each attention that is still computed.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .bert import MatrixRef
+from .bert import MHA_KINDS, MatrixRef
 
 
 def kept_params(masks: Mapping[str, torch.Tensor]) -> int:
@@ -22,13 +24,25 @@ def total_params(masks: Mapping[str, torch.Tensor]) -> int:
     return int(sum(m.numel() for m in masks.values()))
 
 
+def live(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The masks with every dead matrix emptied (see the module docstring)."""
+    alive = {(r.layer, r.kind): bool(masks[r.name].any()) for r in refs}
+    out = {}
+    for r in refs:
+        if r.kind in MHA_KINDS:
+            dead = not (alive[(r.layer, "value")] and alive[(r.layer, "attn_out")])
+        else:
+            dead = not (alive[(r.layer, "ffn1")] and alive[(r.layer, "ffn2")])
+        out[r.name] = torch.zeros_like(masks[r.name]) if dead else masks[r.name]
+    return out
+
+
 def macs(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor], hidden: int,
          seq_len: int = 128) -> int:
     """Linear + attention MACs of one sequence; pass all-True masks for the dense model."""
-    alive = {(r.layer, r.kind): bool(masks[r.name].any()) for r in refs}
-    layers = {r.layer for r in refs}
-    attention = sum(2 * seq_len * seq_len * hidden for l in layers
-                    if alive[(l, "value")] and alive[(l, "attn_out")])
+    masks = live(refs, masks)
+    attention = sum(2 * seq_len * seq_len * hidden for r in refs
+                    if r.kind == "value" and bool(masks[r.name].any()))
     return seq_len * kept_params(masks) + attention
 
 

@@ -41,3 +41,26 @@ def random_batches(n_batches=3, batch=4, seq=12, vocab=120, labels=2, seed=0):
                     "token_type_ids": torch.zeros_like(ids),
                     "labels": torch.randint(0, labels, (batch,), generator=g)})
     return out
+
+
+@pytest.fixture(scope="session")
+def pruned_sst2(tmp_path_factory):
+    """minilm-sst2 pruned by PGB at 0.5 from 64 samples, no compensation or re-finetuning:
+    a real pgb-prune-shaped directory in seconds."""
+    if not (MODELS / "minilm-sst2").is_dir():
+        pytest.skip("../shared/models/minilm-sst2 is not beside this checkout")
+    from pgb_export import modeldir
+    from pgb_export.batching import encode, make_batches
+    from pgb_export.tasks import get_task, load_split
+    from pruning import bert, budget, importance, repermute
+
+    model, tok = modeldir.load(MODELS / "minilm-sst2")
+    rows = load_split(get_task("sst2"), "train", GLUE)[:64]
+    scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
+    plan = budget.plan_pgb(bert.matrices(model), scores, 0.5, nperm=2)
+    repermute.apply_plan(model, plan)
+    out = tmp_path_factory.mktemp("pruned") / "minilm-sst2-pgb50"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    plan.save(out / "pgb.json")
+    return out

@@ -95,4 +95,5 @@ def test_flops_ratio_counts_kept_weights_and_vanishing_attention():
     attention = 2 * 128 * 128 * 96
     assert cost.flops_ratio(refs, half, 96, 128) == pytest.approx((linear / 2 + attention) / (linear + attention))
     no_value = dict(dense, **{refs[2].name: torch.zeros(refs[2].shape, dtype=torch.bool)})
-    assert cost.macs(refs, no_value, 96, 128) == 128 * (sum(m.numel() for m in dense.values()) - 96 * 96)
+    # W_V dropped: the attention is a constant, so Q, K and O are dead too
+    assert cost.macs(refs, no_value, 96, 128) == 128 * (sum(m.numel() for m in dense.values()) - 4 * 96 * 96)

@@ -1,0 +1,93 @@
+"""pgb-export as a user runs it: a real process, real files, one-line errors."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pruning.plan import Plan
+from tests.conftest import MODELS, needs_shared
+
+
+def export(*args):
+    return subprocess.run([sys.executable, "-m", "pgb_export.export_cli", *args, "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+
+
+def assert_clean_error(result, needle, code=2):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgb-export:") and needle in lines[0], result.stderr
+
+
+@needs_shared
+def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
+    out = tmp_path / "deploy"
+    r = export(str(pruned_sst2), "--out", str(out), "--task", "sst2")
+    assert r.returncode == 0, r.stderr
+    assert "parity: max |logit diff|" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["parity"]["ok"] and report["parity"]["max_abs_diff"] <= 1e-4
+    assert len(report["parity"]["checks"]) == 9  # 3 batch sizes x 3 lengths
+    acc = report["accuracy"]
+    assert acc["examples"] == 872 and acc["difference_points"] <= 0.1
+    plan = Plan.load(pruned_sst2 / "pgb.json")
+    assert report["params"]["kept"] == plan.kept
+    assert report["graph"]["census"]["encoder_weight_params"] == report["params"]["live"] <= plan.kept
+    assert sorted(p.name for p in (out / "onnx").iterdir()) >= ["config.json", "model.onnx", "tokenizer.json"]
+
+
+@needs_shared
+def test_dense_export_is_the_baseline(tmp_path):
+    out = tmp_path / "dense"
+    r = export(str(MODELS / "minilm-sst2"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "dense" and report["flops_ratio"] == 1.0
+    census = report["graph"]["census"]
+    assert census["encoder_weight_params"] == 6 * 1_769_472
+    assert census["total"]["Gather"] == 5  # embeddings (4) and the [CLS] pick: no permutations
+
+
+def corrupt(src, tmp_path, edit):
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    data = json.loads((bad / "pgb.json").read_text())
+    edit(data)
+    (bad / "pgb.json").write_text(json.dumps(data))
+    return bad
+
+
+def first_grouped(data):
+    return next(m for m in data["matrices"] if m["groups"] > 1)
+
+
+@needs_shared
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: first_grouped(d).update(row_perm=[0] * len(first_grouped(d)["row_perm"])), "not a permutation"),
+    (lambda d: first_grouped(d).update(groups=5), "does not divide"),
+    (lambda d: first_grouped(d).update(col_perm=list(reversed(first_grouped(d)["col_perm"]))), "non-zero outside"),
+    (lambda d: d.update(matrices=d["matrices"][:-1]), "do not match"),
+    (lambda d: d.pop("matrices"), "malformed"),
+])
+def test_corrupt_pgb_json(pruned_sst2, tmp_path, edit, needle):
+    bad = corrupt(pruned_sst2, tmp_path, edit)
+    out = tmp_path / "out"
+    assert_clean_error(export(str(bad), "--out", str(out)), needle)
+    assert not out.exists()
+
+
+@needs_shared
+def test_existing_unwritable_and_unsupported(pruned_sst2, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    assert_clean_error(export(str(pruned_sst2), "--out", str(out)), "--force")
+    assert (out / "keep").read_text() == "x"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_clean_error(export(str(pruned_sst2), "--out", str(blocker / "deploy")), "cannot write")
+    assert_clean_error(export(str(pruned_sst2), "--out", str(tmp_path / "t"), "--trt"), "TensorRT")
+    assert_clean_error(export(str(tmp_path / "nothing"), "--out", str(tmp_path / "n")), "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "file"]
