@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
     p.add_argument("--triton", action="store_true", help="write a Triton model repository (onnxruntime backend)")
+    p.add_argument("--triton-backend", choices=("onnxruntime", "python"), default="onnxruntime",
+                   help="Triton backend: onnxruntime (stock, default) or python (runs ONNX Runtime inside "
+                        "the python backend, for servers that have only that one)")
     p.add_argument("--trt", action="store_true", help="build TensorRT engines (not available yet)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and activations (not available yet)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
@@ -159,7 +162,8 @@ def export(args) -> dict:
         tok.save_pretrained(tmp / "onnx")
         if args.triton:
             from .triton import write_repository
-            report["triton"] = write_repository(tmp / "triton", data, model.config, args.max_batch)
+            report["triton"] = write_repository(tmp / "triton", data, model.config, args.max_batch,
+                                                args.triton_backend)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
 
-    return run("pgb-export", go, extra_errors=(ExportError,))
+    from .triton import TritonConfigError
+    return run("pgb-export", go, extra_errors=(ExportError, TritonConfigError))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""A Triton Inference Server model repository for the exported ONNX model.
+
+    triton/<name>/config.pbtxt
+    triton/<name>/1/model.onnx          (+ model.py for the python backend)
+
+The config is validated by parsing it into Triton's own ModelConfig protobuf (tritonclient).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .bert_io import BERT_IO
+
+BACKENDS = ("onnxruntime", "python")
+MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
+
+
+class TritonConfigError(ValueError):
+    """The generated config.pbtxt does not parse as a Triton ModelConfig."""
+
+
+def config_text(name: str, num_labels: int, max_batch: int, backend: str = "onnxruntime",
+                instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000) -> str:
+    """config.pbtxt: batch dimension implicit (max_batch_size > 0), sequence dynamic (-1)."""
+    inputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in BERT_IO.inputs)
+    return (f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
+            f"input [\n{inputs}\n]\n"
+            f'output [\n  {{ name: "{BERT_IO.output}" data_type: TYPE_FP32 dims: [ {num_labels} ] }}\n]\n'
+            f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"
+            f"instance_group [ {{ count: 1 kind: {instance_kind} }} ]\n")
+
+
+def parse_config(text: str):
+    """Triton's ModelConfig message, or TritonConfigError."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise TritonConfigError("validating the Triton config needs `pip install 'tritonclient[grpc]'`") from None
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as e:
+        raise TritonConfigError(f"config.pbtxt does not parse as a Triton ModelConfig: {e}") from None
+
+
+def write_repository(root: Path, model_onnx: bytes, model_config, max_batch: int,
+                     backend: str = "onnxruntime", name: str = "pgb_bert") -> dict:
+    """Write the repository under `root`; returns what was written, for report.json."""
+    kind = "KIND_CPU" if backend == "python" else "KIND_AUTO"
+    text = config_text(name, model_config.num_labels, max_batch, backend, kind)
+    parsed = parse_config(text)
+    version = root / name / "1"
+    version.mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(text)
+    (version / "model.onnx").write_bytes(model_onnx)
+    if backend == "python":
+        shutil.copy(MODEL_PY, version / "model.py")
+    return {"model": name, "backend": parsed.backend, "max_batch_size": parsed.max_batch_size,
+            "path": f"triton/{name}"}

@@ -1,0 +1,62 @@
+"""The Triton repository: config parsed by Triton's own protobuf, and served by a real
+tritonserver on loopback, answering over HTTP and gRPC with the logits of local ONNX Runtime."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pgb_export.triton import TritonConfigError, config_text, parse_config
+from tests.conftest import ROOT, needs_shared
+
+VENV = ROOT / ".venv-triton"
+
+
+def test_config_parses_as_triton_model_config():
+    cfg = parse_config(config_text("m", 3, 16))
+    assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 16
+    assert [i.name for i in cfg.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(list(i.dims) == [-1] and i.data_type == 9 for i in cfg.input)  # TYPE_INT64
+    assert list(cfg.output[0].dims) == [3] and cfg.output[0].data_type == 11  # TYPE_FP32
+    assert cfg.HasField("dynamic_batching")
+    with pytest.raises(TritonConfigError, match="does not parse"):
+        parse_config(config_text("m", 3, 16).replace("max_batch_size", "max_batch_sizes"))
+
+
+@needs_shared
+@pytest.mark.skipif(not VENV.is_dir(), reason=".venv-triton missing: run scripts/setup.sh")
+def test_real_tritonserver_serves_the_export(pruned_sst2, tmp_path):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from transformers import AutoTokenizer
+
+    from pgb_export.export_cli import session
+    from pgb_export.triton_server import TritonServer
+
+    out = tmp_path / "deploy"
+    r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", str(pruned_sst2), "--out", str(out),
+                        "--triton", "--triton-backend", "python", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "report.json").read_text())["triton"]["backend"] == "python"
+    repo = out / "triton"
+    local = session((repo / "pgb_bert" / "1" / "model.onnx").read_bytes())
+    tok = AutoTokenizer.from_pretrained(out / "onnx")
+    enc = tok(["a charming and often affecting journey .", "bleak and desperate"], padding=True, return_tensors="np")
+    feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    want = local.run(None, feeds)[0]
+
+    with TritonServer(repo, VENV) as server:
+        for module, url in ((httpclient, server.http_url), (grpcclient, server.grpc_url)):
+            client = module.InferenceServerClient(url=url)
+            assert client.is_model_ready("pgb_bert")
+            inputs = []
+            for name, value in feeds.items():
+                t = module.InferInput(name, list(value.shape), "INT64")
+                t.set_data_from_numpy(value)
+                inputs.append(t)
+            got = client.infer("pgb_bert", inputs).as_numpy("logits")
+            # same file, same ONNX Runtime, same threads: identical up to the last bit or two
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        pid = server.process.pid
+    assert server.process.poll() is not None, f"tritonserver {pid} still running"
