@@ -53,16 +53,12 @@ def _fit_last_layer(pair: Sequence[MatrixRef], rule: Sequence[int], budget: floa
                                         ab == (0, 0)))
 
 
-def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
-                  gmax: int = 6, tau: float | str = "auto") -> tuple[dict[str, int], dict]:
-    """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went."""
-    total = sum(r.shape[0] * r.shape[1] for r in refs)
-    budget = (1.0 - target) * total
-    tau_value = auto_tau(scores, round(budget)) if tau == "auto" else float(tau)
-    rule = {r.name: group_count(scores[r.name], tau_value, gmax) for r in refs}
+def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], budget: float,
+                gmax: int, rule: Mapping[str, int]) -> tuple[dict[str, int], list[int], list[int], list[str]]:
+    """MHA phase, then FFN layers by importance while budget remains. Returns (G per
+    matrix, FFN layer order, FFN layers taken, notes)."""
     groups: dict[str, int] = {}
     notes: list[str] = []
-
     for r in refs:
         if r.kind in MHA_KINDS:
             groups[r.name] = rule[r.name]
@@ -95,14 +91,51 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
     for pair in ffn.values():
         for r in pair:
             groups.setdefault(r.name, 0)
+    return groups, order, taken, notes
 
-    kept = sum(_kept(r, groups[r.name]) for r in refs)
-    achieved = 1.0 - kept / total
+
+def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
+                  gmax: int = 6, tau: float | str = "auto") -> tuple[dict[str, int], dict]:
+    """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went.
+
+    tau="auto" starts at the quantile that keeps exactly the budget's count. At high targets
+    that quantile makes the adaptive rule drop whole matrices (r > G_max) and the budget is
+    left unspent, so the achieved ratio overshoots; then the kept count behind the quantile
+    is bisected until Algorithm 1 lands within TOLERANCE of the target (the paper tunes tau
+    by hand per setting instead). An absolute tau is used as given.
+    """
+    total = sum(r.shape[0] * r.shape[1] for r in refs)
+    budget = (1.0 - target) * total
+
+    def attempt(tau_value):
+        rule = {r.name: group_count(scores[r.name], tau_value, gmax) for r in refs}
+        groups, order, taken, notes = _algorithm1(refs, scores, budget, gmax, rule)
+        achieved = 1.0 - sum(_kept(r, groups[r.name]) for r in refs) / total
+        return achieved, (tau_value, groups, order, taken, notes)
+
+    if tau == "auto":
+        lo, hi = 1, total  # kept count behind the quantile: fewer -> higher tau
+        count = max(1, round(budget))
+        achieved, result = attempt(auto_tau(scores, count))
+        for _ in range(40):
+            if abs(achieved - target) <= TOLERANCE:
+                break
+            if achieved > target:
+                lo = count + 1
+            else:
+                hi = count - 1
+            if lo > hi:
+                break
+            count = (lo + hi) // 2
+            achieved, result = attempt(auto_tau(scores, count))
+    else:
+        achieved, result = attempt(float(tau))
+    tau_value, groups, order, taken, notes = result
     if abs(achieved - target) > TOLERANCE:
         notes.append(f"achieved ratio {achieved:.4f} is more than {TOLERANCE:.0%} from target {target}")
     info = {"tau": tau_value, "tau_mode": "auto" if tau == "auto" else "absolute",
             "ffn_order": order, "ffn_layers_kept": sorted(taken),
-            "ffn_layers_dropped": sorted(set(ffn) - set(taken)), "notes": notes}
+            "ffn_layers_dropped": sorted(set(order) - set(taken)), "notes": notes}
     return groups, info
 
 

@@ -97,3 +97,17 @@ def test_flops_ratio_counts_kept_weights_and_vanishing_attention():
     no_value = dict(dense, **{refs[2].name: torch.zeros(refs[2].shape, dtype=torch.bool)})
     # W_V dropped: the attention is a constant, so Q, K and O are dead too
     assert cost.macs(refs, no_value, 96, 128) == 128 * (sum(m.numel() for m in dense.values()) - 4 * 96 * 96)
+
+
+def test_auto_tau_moves_off_the_quantile_when_the_rule_drops_too_much():
+    refs = bert.matrices(tiny_bert())
+    g = torch.Generator().manual_seed(3)
+    # very concentrated saliency: at the plain quantile most matrices have r > G_max and drop
+    scores = {r.name: torch.rand(r.shape, generator=g).pow(30) for r in refs}
+    total = sum(r.shape[0] * r.shape[1] for r in refs)
+    quantile = budget.auto_tau(scores, round(0.12 * total))
+    first = {r.name: budget.group_count(scores[r.name], quantile, 6) for r in refs}
+    assert sum(v == 0 for v in first.values()) > len(refs) // 2
+    plan = budget.plan_pgb(refs, scores, 0.88, nperm=1)
+    assert abs(plan.ratio - 0.88) <= 0.01, plan.meta["notes"]
+    assert plan.meta["tau"] < quantile
