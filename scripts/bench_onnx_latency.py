@@ -1,0 +1,163 @@
+"""ONNX Runtime CPU latency: PGB grouped exports vs our dense export vs the dense model
+optimised by ONNX Runtime's own BERT optimizer (fused attention, what a user would pick
+instead of PGB).
+
+Variants are timed round-robin (one run of each in turn, repeated) and summarised by the
+median, so that the ratios compare moments of the same machine load.
+
+    .venv/bin/python scripts/bench_onnx_latency.py --out bench/latency.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from pgb_export import modeldir
+from pgb_export.batching import encode, make_batches
+from pgb_export.bert_graph import build, dense_plan
+from pgb_export.grouped_linear import LinearOptions
+from pgb_export.tasks import get_task, glue_dir, load_split
+from pruning import bert, budget, cost, importance, repermute
+from pruning.plan import MatrixPlan, Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ort_optimized_dense(model, workdir: Path) -> bytes:
+    """torch.onnx (TorchScript exporter, eager attention, so ORT's fusions match) +
+    onnxruntime.transformers.optimizer."""
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoModelForSequenceClassification
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(workdir / "hf")
+    eager = AutoModelForSequenceClassification.from_pretrained(workdir / "hf", dtype=torch.float32,
+                                                               attn_implementation="eager").eval()
+    eager.config.return_dict = False
+    ids = torch.randint(1000, 2000, (2, 16))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(eager, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(workdir / "t.onnx"),
+                      input_names=names, output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={**{n: {0: "b", 1: "s"} for n in names}, "logits": {0: "b"}})
+    cfg = model.config
+    opt = optimize_model(str(workdir / "t.onnx"), model_type="bert", num_heads=cfg.num_attention_heads,
+                         hidden_size=cfg.hidden_size)
+    opt.save_model_to_file(str(workdir / "opt.onnx"))
+    return (workdir / "opt.onnx").read_bytes()
+
+
+def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
+    model, tok = modeldir.load(path)
+    task = get_task(json.loads((path / "fixture.json").read_text())["task"])
+    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)), samples)
+    scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
+    plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6)
+    repermute.apply_plan(model, plan)
+    return model, plan
+
+
+def fixed_g(model, g: int, seed: int = 0) -> Plan:
+    gen = torch.Generator().manual_seed(seed)
+    plan = Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, g, torch.randperm(r.shape[0], generator=gen).tolist(),
+                            torch.randperm(r.shape[1], generator=gen).tolist()) for r in bert.matrices(model)])
+    repermute.apply_plan(model, plan)
+    return plan
+
+
+def session(data: bytes, threads: int):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def time_round_robin(sessions: dict, feeds: dict, repeats: int) -> dict[str, float]:
+    for s in sessions.values():
+        s.run(None, feeds)
+    samples = {k: [] for k in sessions}
+    for _ in range(repeats):
+        for name, s in sessions.items():
+            t = time.perf_counter()
+            s.run(None, feeds)
+            samples[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fixture", default=str(ROOT.parent / "shared" / "models" / "minilm-sst2"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--samples", type=int, default=256, help="importance samples for the MiniLM plans")
+    p.add_argument("--skip-bert-base", action="store_true")
+    p.add_argument("--out", default="bench/latency.json")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pgb-bench-"))
+
+    suites = {}
+    fixture = Path(args.fixture)
+    dense_model, _ = modeldir.load(fixture)
+    refs = bert.matrices(dense_model)
+    hidden = dense_model.config.hidden_size
+    minilm = {"dense (ours)": (build(dense_model, dense_plan(dense_model)).SerializeToString(), 1.0),
+              "dense (ORT-optimised)": (ort_optimized_dense(dense_model, work / "minilm"), 1.0)}
+    for target in (0.5, 0.88):
+        model, plan = pgb_pruned(fixture, target, args.samples)
+        ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
+        for form in ("split", "batched"):
+            for perm in ("transpose", "gather"):
+                minilm[f"PGB {target} {form}/{perm}"] = (build(model, plan, LinearOptions(form, perm)).SerializeToString(), ratio)
+    suites["MiniLM-L6 (minilm-sst2)"] = minilm
+
+    if not args.skip_bert_base:
+        from transformers import BertConfig, BertForSequenceClassification
+        torch.manual_seed(0)
+        base = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+        brefs = bert.matrices(base)
+        bert_base = {"dense (ours)": (build(base, dense_plan(base)).SerializeToString(), 1.0),
+                     "dense (ORT-optimised)": (ort_optimized_dense(base, work / "base"), 1.0)}
+        for g in (2, 3, 4, 6):
+            model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+            model.load_state_dict(base.state_dict())
+            plan = fixed_g(model, g)
+            bert_base[f"G={g} everywhere split/transpose"] = (build(model, plan).SerializeToString(),
+                                                             cost.flops_ratio(brefs, plan.masks(), 768, args.seq))
+        suites["BERT-base shapes (random weights)"] = bert_base
+
+    rng = np.random.default_rng(0)
+    results = {"machine": f"{platform.node()} {platform.machine()}, {args.threads} ORT threads",
+               "onnxruntime": ort.__version__, "date": time.strftime("%Y-%m-%d"), "seq": args.seq, "suites": {}}
+    for suite, variants in suites.items():
+        sessions = {k: session(v[0], args.threads) for k, v in variants.items()}
+        rows = {}
+        for batch in args.batches:
+            ids = rng.integers(1000, 20000, (batch, args.seq)).astype(np.int64)
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            reps = args.repeats if batch == 1 or "MiniLM" in suite else max(3, args.repeats // 2)
+            ms = time_round_robin(sessions, feeds, reps)
+            for k, v in ms.items():
+                rows.setdefault(k, {"flops_ratio": variants[k][1]})[f"b{batch}_ms"] = v
+                rows[k][f"b{batch}_speedup_vs_dense"] = ms["dense (ours)"] / v
+        results["suites"][suite] = rows
+        print(f"\n{suite}")
+        for k, r in rows.items():
+            print(f"  {k:36s} flops {r['flops_ratio']:.3f}  " + "  ".join(
+                f"b{b}: {r[f'b{b}_ms']:8.1f} ms ({r[f'b{b}_speedup_vs_dense']:.2f}x)" for b in args.batches), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
