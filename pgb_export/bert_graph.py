@@ -125,13 +125,15 @@ def _ffn(g, x, w, plans, layer_prefix, cfg, opts) -> str:
     return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, cfg.layer_norm_eps)
 
 
-def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions()) -> onnx.ModelProto:
-    """The ONNX graph computing `model` (its weights already pruned to `plan`)."""
+def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
+          float_dtype=np.float32) -> onnx.ModelProto:
+    """The ONNX graph computing `model` (its weights already pruned to `plan`).
+    float_dtype=np.float16 stores weights and computes in fp16; logits stay fp32."""
     _check_supported(model)
     cfg = model.config
     w = _Weights(model)
     prefix = model.base_model_prefix
-    g = Graph()
+    g = Graph(float_dtype)
     io = BERT_IO
     ids, mask_in, types = io.inputs
 
@@ -144,9 +146,9 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions()) -
     x = g.op("Add", [g.op("Add", [words, pos], "Add"), typ], "Add")
     x = _layer_norm(g, x, w, f"{emb}.LayerNorm", cfg.layer_norm_eps)
     # additive mask (B, 1, 1, S): 0 where attended, the float minimum where padded
-    m = g.op("Cast", [mask_in], "Cast", to=FLOAT)
+    m = g.op("Cast", [mask_in], "Cast", to=tensor_type(float_dtype))
     m = g.op("Mul", [g.op("Sub", [g.const(np.array(1.0), "one"), m], "Sub"),
-                     g.const(np.array(np.finfo(np.float32).min), "mask_value")], "Mul")
+                     g.const(np.array(np.finfo(float_dtype).min), "mask_value")], "Mul")
     mask = g.op("Unsqueeze", [m, g.const(np.array([1, 2], np.int64), "axes")], "Unsqueeze")
 
     by_layer: dict[int, dict[str, MatrixPlan]] = {}
@@ -166,7 +168,7 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions()) -
                                         g.const(bp, "bias")], "Add")], "Tanh")
     wc, bc = w.linear("classifier")
     logits = g.op("Add", [g.op("MatMul", [pooled, g.const(wc, "weight")], "MatMul"), g.const(bc, "bias")], "Add")
-    g.nodes.append(helper.make_node("Identity", [logits], [io.output], name="head/output"))
+    g.nodes.append(helper.make_node("Cast", [logits], [io.output], name="head/output", to=FLOAT))
 
     dims = [io.batch_axis, io.sequence_axis]
     inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in io.inputs]

@@ -19,6 +19,11 @@ class IOSpec:
     atol_fp32: float = 1e-4
     # |task metric difference| allowed on the full dev set, in points (fp32).
     metric_points_fp32: float = 0.1
+    # fp16 (10-bit mantissa, relative step 2^-11 ~ 5e-4) through 6 residual layers drifted
+    # the logits of pruned minilm-sst2 by 9.4e-4 (BENCHMARKS.md); 1e-2 leaves 10x room for
+    # deeper models and flags real errors. The dev metric is the check that matters.
+    atol_fp16: float = 1e-2
+    metric_points_fp16: float = 0.3
 
 
 BERT_IO = IOSpec()

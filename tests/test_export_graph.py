@@ -129,3 +129,20 @@ def test_single_grouped_linear_on_a_tiny_graph(aligned_in, aligned_out):
     assert list(order) == list(want)
     n_gathers = sum(nd.op_type == "Gather" for nd in g.nodes)
     assert n_gathers == (not aligned_in) + (not aligned_out)
+
+
+def test_fp16_export_stays_within_its_tolerance():
+    from pgb_export.bert_io import BERT_IO
+    model = tiny_bert(hidden=48, layers=2, heads=4, ffn=192)
+    plan = plan_with(model, CASES["all grouped"])
+    repermute.apply_plan(model, plan)
+    graph = build(model, plan, float_dtype=np.float16)
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # logits stay fp32
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b in random_batches(3, 4, 10, seed=2):
+        feeds = {k: b[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
+        with torch.no_grad():
+            want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        diff = float(np.abs(sess.run(None, feeds)[0] - want).max())
+        assert 0 < diff <= BERT_IO.atol_fp16  # > 0: it really computed in fp16
