@@ -13,7 +13,7 @@ import onnx
 from pruning import bert, cost, repermute
 from pruning.plan import Plan, PlanError
 
-from . import modeldir
+from . import modeldir, trt_compat
 from .batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
@@ -123,6 +123,7 @@ def export(args) -> dict:
     metric_tol = BERT_IO.metric_points_fp16 if args.fp16 else BERT_IO.metric_points_fp32
     graph.opset_import[0].version = args.opset
     onnx.checker.check_model(graph, full_check=True)
+    compat = trt_compat.check(graph)
     counts = census(graph)
     refs = bert.matrices(model)
     live_kept = cost.kept_params(cost.live(refs, plan.masks()))
@@ -140,7 +141,7 @@ def export(args) -> dict:
                         "census": counts},
               "params": {"kept": plan.kept, "live": live_kept, "total": plan.total, "ratio": plan.ratio},
               "flops_ratio": cost.flops_ratio(refs, plan.masks(), model.config.hidden_size, 128),
-              "onnx_bytes": len(data), "parity": parity.to_json()}
+              "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat.to_json()}
     if task:
         enc = encode(tok, dev, args.max_len)
         batches = make_batches(enc, 64)
@@ -181,6 +182,9 @@ def summary(report: dict) -> str:
              f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",
              f"parity: max |logit diff| {report['parity']['max_abs_diff']:.2e} (tolerance {report['parity']['atol']:g}) "
              f"over {len(report['parity']['checks'])} batch x length checks"]
+    c = report["tensorrt_compat"]
+    lines.append(f"TensorRT {c['tensorrt_version']} ONNX parser check: "
+                 + ("ok" if c["ok"] else f"{len(c['problems'])} problems, first: {c['problems'][0]}"))
     if "accuracy" in report:
         a = report["accuracy"]
         lines.append(f"{a['task']} dev {a['metric']}: pytorch {a['pytorch'][a['metric']]:.4f}  "

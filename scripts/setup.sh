@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,kernels]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import torch, transformers, tritonclient.grpc, pruning, pgb_export"
 # A second environment for the tritonserver binary of nvidia-pytriton (its python backend
 # needs numpy<2); used by the Triton integration test and scripts/serve_triton.sh.
