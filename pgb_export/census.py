@@ -8,6 +8,9 @@ import onnx
 from .bert_graph import ExportError
 
 
+COUNTED = ("MatMul", "GroupedLinear", "Gather", "Transpose")  # GroupedLinear: the plugin node
+
+
 def census(model: onnx.ModelProto) -> dict:
     """{"layers": {scope: counts}, "total": counts}; scopes are the node-name prefixes
     (embeddings, layer0.., head)."""
@@ -18,12 +21,12 @@ def census(model: onnx.ModelProto) -> dict:
     layers: dict[str, dict[str, int]] = {}
     for node in model.graph.node:
         scope = node.name.split("/")[0]
-        c = layers.setdefault(scope, {"MatMul": 0, "Gather": 0, "Transpose": 0, "weight_params": 0})
-        if node.op_type in ("MatMul", "Gather", "Transpose"):
+        c = layers.setdefault(scope, dict.fromkeys(COUNTED + ("weight_params",), 0))
+        if node.op_type in COUNTED:
             c[node.op_type] += 1
-        if node.op_type == "MatMul":
+        if node.op_type in ("MatMul", "GroupedLinear"):
             c["weight_params"] += sum(weights.get(i, 0) for i in node.input)
-    total = {k: sum(c[k] for c in layers.values()) for k in ("MatMul", "Gather", "Transpose", "weight_params")}
+    total = {k: sum(c[k] for c in layers.values()) for k in COUNTED + ("weight_params",)}
     encoder = sum(c["weight_params"] for s, c in layers.items() if s.startswith("layer"))
     return {"layers": layers, "total": total, "encoder_weight_params": encoder}
 

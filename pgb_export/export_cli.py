@@ -13,14 +13,14 @@ import onnx
 from pruning import bert, cost, repermute
 from pruning.plan import Plan, PlanError
 
-from . import modeldir, trt_compat
+from . import modeldir, trt_compat, trt_engine
 from .batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
 from .cli_common import UsageError, run, table
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, LinearOptions
-from .parity import ParityError, check_outputs
+from .parity import FunctionSession, ParityError, check_outputs
 from .tasks import get_task, glue_dir, load_split, metrics
 
 # Real sentences for the output check when no --task is given (SST-2 style, pairs for
@@ -60,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-backend", choices=("onnxruntime", "python"), default="onnxruntime",
                    help="Triton backend: onnxruntime (stock, default) or python (runs ONNX Runtime inside "
                         "the python backend, for servers that have only that one)")
-    p.add_argument("--trt", action="store_true", help="build TensorRT engines (not available yet)")
+    p.add_argument("--trt", action="store_true",
+                   help="build a TensorRT engine (DEPLOY_DIR/trt/model.plan) and check its parity; needs TensorRT and a GPU")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT engine precision (default fp16)")
+    p.add_argument("--max-seq", type=int, default=128, help="TensorRT profile: longest sequence (default 128)")
+    p.add_argument("--opt-seq", type=int, default=None,
+                   help="TensorRT profile: sequence length to tune for (default: the 95th percentile of the "
+                        "task's dev lengths with --task, else 64)")
+    p.add_argument("--timing-cache", default=None,
+                   help="TensorRT timing cache file, reused across builds (default ~/.cache/pgb-export/trt.cache)")
+    p.add_argument("--plugin", action="store_true",
+                   help="also write onnx/model.plugin.onnx, grouped linears as pgb::GroupedLinear nodes "
+                        "(plugins/ kernel); with --trt the engine is built from it")
     p.add_argument("--fp16", action="store_true",
                    help="fp16 weights and activations (logits stay fp32); parity tolerance 1e-2, metric 0.3 point")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
@@ -77,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_flags(args) -> None:
     if args.trt:
-        raise UsageError("--trt: TensorRT engine building is not implemented yet; export ONNX and use "
-                         "trtexec --onnx=DEPLOY_DIR/onnx/model.onnx meanwhile")
+        trt_engine.require_tensorrt()  # before anything is computed or written
     if not 17 <= args.opset <= onnx.defs.onnx_opset_version():
         raise UsageError(f"--opset must be between 17 (LayerNormalization) and {onnx.defs.onnx_opset_version()}")
     if Path(args.out).exists() and not args.force:
@@ -156,21 +166,83 @@ def export(args) -> dict:
         if gap > metric_tol:
             parity.failures.append(f"{task.main_metric} differs by {gap:.3f} points on the {task.name} dev set "
                                    f"(pytorch {m_torch[task.main_metric]:.4f}, onnx {m_onnx[task.main_metric]:.4f})")
+    extra_files = {}
+    if args.plugin:
+        plugin_graph = build(model, plan, LinearOptions(args.grouped_form, args.permute_form, plugin=True),
+                             np.float16 if args.fp16 else np.float32)
+        plugin_graph.opset_import[0].version = args.opset
+        report["plugin_graph"] = _check_plugin_graph(plugin_graph, model, tok, texts, atol, parity, live_kept)
+        extra_files["onnx/model.plugin.onnx"] = plugin_graph.SerializeToString()
+    if args.trt:
+        engine, report["tensorrt"] = _build_and_check_engine(args, model, plan, tok, texts, task, dev, parity)
+        extra_files["trt/model.plan"] = engine
+        extra_files["trt/build.json"] = json.dumps(report["tensorrt"]["build"], indent=1).encode()
     if parity.failures:
         raise ParityError("; ".join(parity.failures))
 
     with modeldir.atomic_dir(args.out, force=args.force) as tmp:
-        (tmp / "onnx").mkdir()
+        for rel, content in extra_files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(content)
+        (tmp / "onnx").mkdir(exist_ok=True)
         (tmp / "onnx" / "model.onnx").write_bytes(data)
         model.config.save_pretrained(tmp / "onnx")
         tok.save_pretrained(tmp / "onnx")
         if args.triton:
             from .triton import write_repository
-            report["triton"] = write_repository(tmp / "triton", data, model.config, args.max_batch,
-                                                args.triton_backend)
+            report["triton"] = [write_repository(tmp / "triton", data, model.config, args.max_batch,
+                                                 args.triton_backend)]
+            if args.trt:
+                report["triton"].append(write_repository(tmp / "triton", extra_files["trt/model.plan"], model.config,
+                                                         args.max_batch, "tensorrt", "pgb_bert_trt"))
         report["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _check_plugin_graph(graph, model, tok, texts, atol, parity, live_kept: int) -> dict:
+    """The plugin graph on the CPU: TensorRT-parser check with the pgb domain, and logits
+    through onnx.reference with the custom node's numpy semantics (plugins.reference)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from plugins.reference import GroupedLinear
+    compat = trt_compat.check(graph, plugin_domain="pgb")
+    counts = census(graph)
+    check_against_plan(counts, live_kept)
+    evaluator = ReferenceEvaluator(graph, new_ops=[GroupedLinear])
+    ref = check_outputs(FunctionSession(lambda f: evaluator.run(None, f)[0]), model, tok, texts, atol,
+                        batch_sizes=(1, 4), lengths=(16, 64))
+    parity.failures += [f"plugin graph: {f}" for f in ref.failures] + [f"plugin graph: {p}" for p in compat.problems]
+    return {"census": counts, "parity": ref.to_json(), "tensorrt_compat": compat.to_json()}
+
+
+def _build_and_check_engine(args, model, plan, tok, texts, task, dev, parity) -> tuple[bytes, dict]:
+    fp16 = args.precision == "fp16"
+    graph = build(model, plan, LinearOptions(args.grouped_form, args.permute_form, plugin=args.plugin),
+                  np.float16 if fp16 else np.float32)
+    graph.opset_import[0].version = args.opset
+    opt_seq = args.opt_seq or (int(np.percentile([len(e) for e in (encode(tok, dev, args.max_seq))], 95))
+                               if dev else 64)
+    spec = trt_engine.EngineSpec(args.precision, args.max_batch, args.max_seq, max(1, args.max_batch // 2),
+                                 min(opt_seq, args.max_seq))
+    cache = Path(args.timing_cache) if args.timing_cache else modeldir.cache_dir() / "trt.cache"
+    engine, info = trt_engine.build(graph.SerializeToString(), spec, cache, plugin=args.plugin)
+    runner = trt_engine.EngineRunner(engine, plugin=args.plugin)
+    atol = BERT_IO.atol_fp16 if fp16 else BERT_IO.atol_fp32
+    check = check_outputs(FunctionSession(runner.run), model, tok, texts, atol)
+    parity.failures += [f"TensorRT: {f}" for f in check.failures]
+    out = {"build": info, "parity": check.to_json()}
+    if task:
+        batches = make_batches(encode(tok, dev, args.max_len), args.max_batch)
+        labels = np.concatenate([b["labels"].numpy() for b in batches])
+        m_trt = metrics(task, np.concatenate([runner.run({k: b[k].numpy() for k in BERT_IO.inputs}) for b in batches]), labels)
+        m_torch = metrics(task, predict(model, batches), labels)
+        gap = abs(m_trt[task.main_metric] - m_torch[task.main_metric]) * 100
+        tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
+        out["accuracy"] = {"tensorrt": m_trt, "pytorch": m_torch, "difference_points": gap, "tolerance_points": tol}
+        if gap > tol:
+            parity.failures.append(f"TensorRT {task.main_metric} differs by {gap:.3f} points on the dev set")
+    return engine, out
 
 
 def summary(report: dict) -> str:
@@ -207,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from .triton import TritonConfigError
-    return run("pgb-export", go, extra_errors=(ExportError, TritonConfigError))
+    return run("pgb-export", go, extra_errors=(ExportError, TritonConfigError, trt_engine.TensorRTUnavailable,
+                                               trt_engine.EngineBuildError))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ class Graph:
 
     def model(self, inputs: list, outputs: list, producer: str) -> onnx.ModelProto:
         g = helper.make_graph(self.nodes, "pgb_bert", inputs, outputs, self.initializers)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name=producer)
+        opsets = [helper.make_opsetid("", OPSET)]
+        if any(n.domain == "pgb" for n in self.nodes):
+            opsets.append(helper.make_opsetid("pgb", 1))
+        m = helper.make_model(g, opset_imports=opsets, producer_name=producer)
         m.ir_version = 8  # readable by every ONNX Runtime and TensorRT release of the last years
         return m
 

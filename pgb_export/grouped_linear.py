@@ -32,6 +32,31 @@ class LinearOptions:
     # copies one element at a time; moving the axis to the front makes each index a
     # contiguous row copy, and measured faster even with the two transposes (BENCHMARKS.md).
     permute_form: str = "transpose"
+    # Emit each grouped linear as one pgb::GroupedLinear node (plugins/: gather and scatter
+    # fused into the kernel, so no permutation is ever materialised). TensorRT only.
+    plugin: bool = False
+
+
+PLUGIN_DOMAIN = "pgb"
+PLUGIN_OP = "GroupedLinear"
+
+
+def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.ndarray,
+                   mp: MatrixPlan, want: np.ndarray | None) -> tuple[str, np.ndarray]:
+    """pgb::GroupedLinear(x, blocks, rows, cols, bias): y[..., cols[g, j]] = sum_k
+    x[..., rows[g, k]] blocks[g, k, j] + bias[cols[g, j]]; rows/cols are positions in x/y."""
+    from onnx import helper
+    pr, pc = np.asarray(mp.row_perm), np.asarray(mp.col_perm)
+    out = np.arange(w.shape[1]) if want is None else np.asarray(want)
+    groups = mp.groups
+    rch, cch = pr.reshape(groups, -1), pc.reshape(groups, -1)
+    blocks = np.stack([w[rch[i]][:, cch[i]] for i in range(groups)])
+    inputs = [x, g.const(blocks, "blocks"), g.const(np.argsort(x_order)[pr].astype(np.int32), "rows"),
+              g.const(np.argsort(out)[pc].astype(np.int32), "cols"), g.const(b[out], "bias")]
+    y = g.name(PLUGIN_OP)
+    g.nodes.append(helper.make_node(PLUGIN_OP, inputs, [y], name=y, domain=PLUGIN_DOMAIN, groups=groups,
+                                    plugin_namespace=PLUGIN_DOMAIN, plugin_version="1"))
+    return y, out
 
 
 def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
@@ -73,6 +98,8 @@ def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.nd
         out = np.arange(n) if want is None else np.asarray(want)
         y = g.op("MatMul", [x, g.const(w[x_order][:, out], "weight")], "MatMul")
         return g.op("Add", [y, g.const(b[out], "bias")], "Add"), out
+    if opts.plugin:
+        return _plugin_linear(g, x, x_order, w, b, mp, want)
     groups = mp.groups
     rchunks = np.asarray(mp.row_perm).reshape(groups, -1)
     cchunks = np.asarray(mp.col_perm).reshape(groups, -1)

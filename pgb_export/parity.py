@@ -47,6 +47,21 @@ class ParityReport:
                 "failures": self.failures, "checks": [asdict(c) for c in self.checks]}
 
 
+class FunctionSession:
+    """Anything that maps feeds to logits, shaped like an ONNX Runtime session for
+    check_outputs (TensorRT engines, the reference evaluator of plugin graphs)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def get_outputs(self):
+        from types import SimpleNamespace
+        return [SimpleNamespace(name=BERT_IO.output)]
+
+    def run(self, _names, inputs):
+        return [self.fn(inputs)]
+
+
 def feeds(encoded: dict) -> dict[str, np.ndarray]:
     return {k: np.asarray(encoded[k], dtype=BERT_IO.input_dtype) for k in BERT_IO.inputs}
 

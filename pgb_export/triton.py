@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .bert_io import BERT_IO
 
-BACKENDS = ("onnxruntime", "python")
+BACKENDS = ("onnxruntime", "python", "tensorrt")
+FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
 
 
@@ -44,16 +45,17 @@ def parse_config(text: str):
         raise TritonConfigError(f"config.pbtxt does not parse as a Triton ModelConfig: {e}") from None
 
 
-def write_repository(root: Path, model_onnx: bytes, model_config, max_batch: int,
+def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: int,
                      backend: str = "onnxruntime", name: str = "pgb_bert") -> dict:
-    """Write the repository under `root`; returns what was written, for report.json."""
-    kind = "KIND_CPU" if backend == "python" else "KIND_AUTO"
+    """Write one model of the repository under `root` (model.onnx, or model.plan for the
+    tensorrt backend); returns what was written, for report.json."""
+    kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU"}.get(backend, "KIND_AUTO")
     text = config_text(name, model_config.num_labels, max_batch, backend, kind)
     parsed = parse_config(text)
     version = root / name / "1"
     version.mkdir(parents=True)
     (root / name / "config.pbtxt").write_text(text)
-    (version / "model.onnx").write_bytes(model_onnx)
+    (version / FILES[backend]).write_bytes(model_bytes)
     if backend == "python":
         shutil.copy(MODEL_PY, version / "model.py")
     return {"model": name, "backend": parsed.backend, "max_batch_size": parsed.max_batch_size,

@@ -1,6 +1,11 @@
 import os
 from pathlib import Path
 
+# Triton-lang reads TRITON_INTERPRET when triton is first imported (torch may import it):
+# without an NVIDIA device the kernels run in Triton's CPU interpreter.
+if not Path("/dev/nvidia0").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification

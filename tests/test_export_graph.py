@@ -146,3 +146,26 @@ def test_fp16_export_stays_within_its_tolerance():
             want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
         diff = float(np.abs(sess.run(None, feeds)[0] - want).max())
         assert 0 < diff <= BERT_IO.atol_fp16  # > 0: it really computed in fp16
+
+
+@pytest.mark.parametrize("case", ["all grouped", "ffn1 dense, ffn2 grouped", "dropped q"])
+def test_plugin_graph_computes_the_model_without_gathers(case):
+    from onnx.reference import ReferenceEvaluator
+
+    from plugins.reference import GroupedLinear
+    model = tiny_bert(hidden=48, layers=2, heads=4, ffn=192)
+    plan = plan_with(model, CASES[case])
+    repermute.apply_plan(model, plan)
+    graph = build(model, plan, LinearOptions(plugin=True))
+    onnx.checker.check_model(graph)
+    custom = [n for n in graph.graph.node if n.domain == "pgb"]
+    live = cost.live(bert.matrices(model), plan.masks())
+    assert len(custom) == sum(1 for mp in plan.matrices if mp.groups > 1 and live[mp.name].any())
+    layers = census(graph)["layers"]
+    assert all(c["Gather"] == 0 for s, c in layers.items() if s.startswith("layer"))
+    ev = ReferenceEvaluator(graph, new_ops=[GroupedLinear])
+    b = random_batches(1, 3, 9, seed=4)[0]
+    feeds = {k: b[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    np.testing.assert_allclose(ev.run(None, feeds)[0], want, atol=1e-5)

@@ -1,0 +1,45 @@
+"""pgb::GroupedLinear as a TensorRT Quick Deployable Plugin with an ahead-of-time
+implementation: the Triton-lang kernel is compiled to PTX when the engine is built and
+embedded in it, so serving needs no Python.
+
+Written against the documented `tensorrt.plugin` API (TensorRT 10.7+: register, aot_impl,
+KernelLaunchParams, SymIntExprs). TensorRT cannot be installed where this project is
+developed, so this module has not been run; importing it registers the plugin.
+Kernel parameters follow TensorRT's AOT convention: inputs, extra scalars, outputs
+(x, blocks, rows, cols, bias, tokens, y), matching plugins.grouped_gemm.
+"""
+from __future__ import annotations
+
+import tensorrt as trt
+import tensorrt.plugin as trtp
+
+from .grouped_gemm import TILES, compile_ptx
+
+_DTYPES = {trt.float16: "fp16", trt.float32: "fp32"}
+
+
+@trtp.register("pgb::GroupedLinear")
+def grouped_linear_desc(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.TensorDesc,
+                        cols: trtp.TensorDesc, bias: trtp.TensorDesc, groups: int) -> trtp.TensorDesc:
+    """y has x's shape with the last dimension N = len(bias), and x's type."""
+    shape = [x.shape_expr[i] for i in range(len(x.shape_expr) - 1)] + [bias.shape_expr[0]]
+    return trtp.from_shape_expr(shape, dtype=x.dtype)
+
+
+@trtp.aot_impl("pgb::GroupedLinear")
+def grouped_linear_aot(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.TensorDesc,
+                       cols: trtp.TensorDesc, bias: trtp.TensorDesc, groups: int,
+                       outputs: tuple[trtp.TensorDesc], tactic: int):
+    m = x.shape_expr[-1].constant_value()
+    n = bias.shape_expr[0].constant_value()
+    name, ptx, meta = compile_ptx(_DTYPES[x.dtype], m, n, groups)
+    tokens = x.shape_expr.numel() // m  # batch x sequence, symbolic
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = trtp.cdiv(tokens, TILES["BLOCK_T"])
+    launch.grid_y = groups
+    launch.grid_z = -(-(n // groups) // TILES["BLOCK_N"])
+    launch.block_x = meta["num_warps"] * 32
+    launch.shared_mem = meta["shared"]
+    extra = trtp.SymIntExprs(1)
+    extra[0] = trtp.SymInt32(tokens)
+    return name, ptx, launch, extra
