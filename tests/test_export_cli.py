@@ -24,10 +24,14 @@ def assert_clean_error(result, needle, code=2):
 @needs_shared
 def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
     out = tmp_path / "deploy"
-    r = export(str(pruned_sst2), "--out", str(out), "--task", "sst2")
+    r = export(str(pruned_sst2), "--out", str(out), "--task", "sst2", "--plugin")
     assert r.returncode == 0, r.stderr
-    assert "parity: max |logit diff|" in r.stdout
+    assert "parity: max |logit diff|" in r.stdout and "ONNX parser check: ok" in r.stdout
     report = json.loads((out / "report.json").read_text())
+    assert report["tensorrt_compat"]["ok"]
+    plugin = report["plugin_graph"]
+    assert plugin["parity"]["ok"] and plugin["tensorrt_compat"]["ok"]
+    assert plugin["census"]["total"]["GroupedLinear"] > 0 and (out / "onnx" / "model.plugin.onnx").is_file()
     assert report["parity"]["ok"] and report["parity"]["max_abs_diff"] <= 1e-4
     assert len(report["parity"]["checks"]) == 9  # 3 batch sizes x 3 lengths
     acc = report["accuracy"]
