@@ -38,7 +38,7 @@ def test_real_tritonserver_serves_the_export(pruned_sst2, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", str(pruned_sst2), "--out", str(out),
                         "--triton", "--triton-backend", "python", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads((out / "report.json").read_text())["triton"]["backend"] == "python"
+    assert json.loads((out / "report.json").read_text())["triton"][0]["backend"] == "python"
     repo = out / "triton"
     local = session((repo / "pgb_bert" / "1" / "model.onnx").read_bytes())
     tok = AutoTokenizer.from_pretrained(out / "onnx")
