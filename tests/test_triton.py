@@ -60,3 +60,17 @@ def test_real_tritonserver_serves_the_export(pruned_sst2, tmp_path):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         pid = server.process.pid
     assert server.process.poll() is not None, f"tritonserver {pid} still running"
+
+
+def test_repository_models_for_every_backend(tmp_path):
+    from types import SimpleNamespace
+
+    from pgb_export.triton import write_repository
+    config = SimpleNamespace(num_labels=2)
+    for backend, name, file in (("onnxruntime", "a", "model.onnx"), ("python", "b", "model.onnx"),
+                                ("tensorrt", "c", "model.plan")):
+        info = write_repository(tmp_path, b"bytes", config, 16, backend, name)
+        assert info["backend"] == backend and (tmp_path / name / "1" / file).read_bytes() == b"bytes"
+        parsed = parse_config((tmp_path / name / "config.pbtxt").read_text())
+        assert parsed.instance_group[0].kind == {"onnxruntime": 0, "python": 2, "tensorrt": 1}[backend]  # AUTO, CPU, GPU
+    assert (tmp_path / "b" / "1" / "model.py").is_file()
