@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .bert_io import BERT_IO
 
-BACKENDS = ("onnxruntime", "python", "tensorrt")
 FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
 

@@ -7,7 +7,6 @@ not be run where this project is developed (no TensorRT, no GPU), see the closin
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,9 +102,3 @@ class EngineRunner:
             raise EngineBuildError("TensorRT execution failed")
         stream.synchronize()
         return out.cpu().numpy()
-
-
-def write(directory: Path, plan: bytes, info: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.plan").write_bytes(plan)
-    (directory / "build.json").write_text(json.dumps(info, indent=1))
