@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pruning import ablations, bert, compensation, cost, finetune, importance, repermute
+from pruning import ablations, bert, compensation, cost, finetune, grouping, importance, repermute
 
 from . import modeldir
 from .batching import encode, evaluate, make_batches
@@ -195,6 +195,7 @@ def prune(args) -> dict:
                                                              "ffn_layers_dropped", "notes")},
         "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
                       "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,
+                      "captured_if": grouping.capture_baselines(scores[mp.name], mp.groups),
                       **({"reconstruction": comp[mp.name]} if mp.name in comp else {})}
                      for mp in plan.matrices],
     }

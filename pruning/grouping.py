@@ -61,3 +61,15 @@ def permute_and_group(scores: torch.Tensor, groups: int, nperm: int = 6,
     inside = sum(float(s[pr[i * br:(i + 1) * br]][:, pc[i * bc:(i + 1) * bc]].sum())
                  for i in range(groups))
     return pr, pc, inside / total if total > 0 else 0.0
+
+
+def capture_baselines(scores: torch.Tensor, groups: int) -> dict[str, float]:
+    """What other choices would capture at the same kept count (PGB.md section 10): identity
+    blocks (grouping without permutation) and the unstructured top-k, an upper bound."""
+    if groups == 0:
+        return {"identity": 0.0, "topk": 0.0}
+    _, _, identity = permute_and_group(scores, groups, nperm=0, permute=False)
+    s = scores.double().flatten()
+    total = float(s.sum())
+    topk = float(torch.topk(s, s.numel() // groups).values.sum()) / total if total > 0 else 0.0
+    return {"identity": identity, "topk": topk}

@@ -59,3 +59,13 @@ def test_permutation_beats_identity_on_planted_blocks():
 def test_g_must_divide_both_sides():
     with pytest.raises(ValueError, match="does not divide"):
         permute_and_group(torch.rand(24, 8), 6)
+
+
+def test_capture_baselines_bracket_the_search():
+    from pruning.grouping import capture_baselines
+    g = torch.Generator().manual_seed(1)
+    s = torch.rand(24, 48, generator=g).pow(3)
+    _, _, found = permute_and_group(s, 3, nperm=6)
+    base = capture_baselines(s, 3)
+    assert base["identity"] < found <= base["topk"] <= 1.0
+    assert capture_baselines(s, 0) == {"identity": 0.0, "topk": 0.0}

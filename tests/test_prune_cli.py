@@ -77,6 +77,8 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
     assert report["metrics"]["vanilla"]["accuracy"] > 0.6
     assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
+    grouped = [m for m in report["matrices"] if m["groups"] > 1]
+    assert grouped and all(m["captured"] <= m["captured_if"]["topk"] + 1e-9 for m in grouped)
 
     # plain from_pretrained computes the pruned model; it is block diagonal under pgb.json
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
