@@ -146,7 +146,12 @@ def prune(args) -> dict:
         modeldir.check_model_dir(args.model_dir)
     data = glue_dir(args.glue_dir)
     train, dev = load_split(task, "train", data), load_split(task, "dev", data)
-    model_dir = Path(args.model_dir) if args.model_dir else embedded_default(task, train, args, progress)
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+    else:
+        lap("load")
+        model_dir = embedded_default(task, train, args, progress)
+        lap("embedded_finetune")
     model, tok = modeldir.load(model_dir)
     if model.config.num_labels != task.num_labels:
         raise modeldir.ModelError(f"{model_dir} has {model.config.num_labels} labels, {task.name} needs {task.num_labels}")
