@@ -138,7 +138,7 @@ def prune(args) -> dict:
     def lap(stage):
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(now - clock, 2)
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 2)
         clock = now
 
     task = get_task(args.task)
