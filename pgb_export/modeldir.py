@@ -69,13 +69,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PGB_CACHE", Path.home() / ".cache" / "pgb-export"))
 
 
+def refuse_existing(out: str | os.PathLike, force: bool) -> None:
+    """An existing output is only ever replaced on --force."""
+    if Path(out).exists() and not force:
+        raise ModelError(f"{out} already exists; pass --force to replace it")
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `out`; on success it replaces `out` in one rename.
     On any failure `out` is left exactly as it was."""
     out = Path(out)
-    if out.exists() and not force:
-        raise ModelError(f"{out} already exists; pass --force to replace it")
+    refuse_existing(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -82,8 +82,7 @@ def _check_flags(args) -> None:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
     if args.finetune_epochs < 0:
         raise UsageError("--finetune-epochs must be >= 0")
-    if Path(args.out).exists() and not args.force:
-        raise UsageError(f"{args.out} already exists; pass --force to replace it")
+    modeldir.refuse_existing(args.out, args.force)  # before minutes of work, not after
 
 
 def embedded_default(task: Task, train: list, args, progress: bool) -> Path:

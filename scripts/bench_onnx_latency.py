@@ -25,6 +25,7 @@ import torch
 from pgb_export import modeldir
 from pgb_export.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
+from pgb_export.export_cli import session
 from pgb_export.grouped_linear import LinearOptions
 from pgb_export.tasks import get_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute
@@ -72,13 +73,6 @@ def fixed_g(model, g: int, seed: int = 0) -> Plan:
                             torch.randperm(r.shape[1], generator=gen).tolist()) for r in bert.matrices(model)])
     repermute.apply_plan(model, plan)
     return plan
-
-
-def session(data: bytes, threads: int):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 def time_round_robin(sessions: dict, feeds: dict, repeats: int) -> dict[str, float]:

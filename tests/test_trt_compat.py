@@ -2,7 +2,7 @@
 what TensorRT would reject."""
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from pgb_export.bert_graph import build
 from pgb_export.trt_compat import TABLE, check
