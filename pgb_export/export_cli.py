@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -19,7 +20,7 @@ from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
 from .cli_common import UsageError, run, table
-from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, LinearOptions
+from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
 from .tasks import get_task, glue_dir, load_split, metrics
 
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT timing cache file, reused across builds (default ~/.cache/pgb-export/trt.cache)")
     p.add_argument("--plugin", action="store_true",
                    help="also write onnx/model.plugin.onnx, grouped linears as pgb::GroupedLinear nodes "
-                        "(plugins/ kernel); with --trt the engine is built from it")
+                        "(plugins/ kernel), and prove each distinct kernel compiles for sm_90a with the "
+                        "parameter list TensorRT launches it with; with --trt the engine is built from it")
     p.add_argument("--fp16", action="store_true",
                    help="fp16 weights and activations (logits stay fp32); parity tolerance 1e-2, metric 0.3 point")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
@@ -233,8 +235,28 @@ def _check_plugin_graph(graph, model, tok, texts, atol, parity, live_kept: int) 
     evaluator = ReferenceEvaluator(graph, new_ops=[GroupedLinear])
     ref = check_outputs(FunctionSession(lambda f: evaluator.run(None, f)[0]), model, tok, texts, atol,
                         batch_sizes=(1, 4), lengths=(16, 64))
-    parity.failures += [f"plugin graph: {f}" for f in ref.failures] + [f"plugin graph: {p}" for p in compat.problems]
-    return {"census": counts, "parity": ref.to_json(), "tensorrt_compat": compat.to_json()}
+    kernels = _prove_plugin_kernels(graph)
+    parity.failures += ([f"plugin graph: {f}" for f in ref.failures] + [f"plugin graph: {p}" for p in compat.problems]
+                        + [f"plugin kernel: {k['error']}" for k in kernels.get("kernels", []) if "error" in k])
+    return {"census": counts, "parity": ref.to_json(), "tensorrt_compat": compat.to_json(), "kernels": kernels}
+
+
+def _prove_plugin_kernels(graph: onnx.ModelProto) -> dict:
+    """Each distinct kernel the plugin graph needs, compiled for the H100 (sm_90a) and
+    assembled by ptxas (plugins.aot), as far as a machine without a GPU can take it."""
+    if importlib.util.find_spec("triton") is None:
+        return {"checked": False, "reason": "Triton-lang is not installed (pip install -e '.[kernels]')"}
+    from plugins.aot import KernelSpec, prove_in_child
+
+    inits = {t.name: t for t in graph.graph.initializer}
+    dtypes = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}
+    specs = set()
+    for node in graph.graph.node:
+        if node.op_type == PLUGIN_OP:
+            blocks = inits[node.input[1]]
+            g, br, bc = blocks.dims
+            specs.add(KernelSpec(dtypes[blocks.data_type], g * br, g * bc, g))
+    return {"checked": True, "kernels": prove_in_child(sorted(specs, key=str))}
 
 
 def _build_and_check_engine(args, model, plan, tok, texts, dev_set: DevSet | None,
@@ -269,6 +291,15 @@ def summary(report: dict) -> str:
     c = report["tensorrt_compat"]
     lines.append(f"TensorRT {c['tensorrt_version']} ONNX parser check: "
                  + ("ok" if c["ok"] else f"{len(c['problems'])} problems, first: {c['problems'][0]}"))
+    kernels = report.get("plugin_graph", {}).get("kernels", {})
+    if kernels.get("checked"):
+        ok = [k for k in kernels["kernels"] if "error" not in k]
+        lines.append(f"plugin kernels: {len(ok)}/{len(kernels['kernels'])} compile for sm_90a with TensorRT's "
+                     f"parameter list (PTX {ok[0]['ptx_version'] if ok else '-'}, "
+                     f"max {max((k['registers'] for k in ok), default=0)} registers, "
+                     f"{sum(k['spill_bytes'] for k in ok)} spill bytes)")
+    elif kernels:
+        lines.append(f"plugin kernels not compiled: {kernels['reason']}")
     if "accuracy" in report:
         a = report["accuracy"]
         lines.append(f"{a['task']} dev {a['metric']}: pytorch {a['pytorch'][a['metric']]:.4f}  "
@@ -290,9 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
 
+    from plugins.aot import AotError
+
     from .triton import TritonConfigError
     return run("pgb-export", go, extra_errors=(ExportError, TritonConfigError, trt_engine.TensorRTUnavailable,
-                                               trt_engine.EngineBuildError))
+                                               trt_engine.EngineBuildError, AotError))
 
 
 if __name__ == "__main__":

@@ -4,16 +4,18 @@ embedded in it, so serving needs no Python.
 
 Written against the documented `tensorrt.plugin` API (TensorRT 10.7+: register, aot_impl,
 KernelLaunchParams, SymIntExprs). TensorRT cannot be installed where this project is
-developed, so this module has not been run; importing it registers the plugin.
-Kernel parameters follow TensorRT's AOT convention: inputs, extra scalars, outputs
-(x, blocks, rows, cols, bias, tokens, y), matching plugins.grouped_gemm.
+developed, so this module has not been run; importing it registers the plugin. What can be
+proven without TensorRT (parameter list, PTX ISA, ptxas for the target) is proven by
+plugins.aot, in CI and by `pgb-export --plugin`.
 """
 from __future__ import annotations
 
 import tensorrt as trt
 import tensorrt.plugin as trtp
+import torch
 
-from .grouped_gemm import TILES, compile_ptx
+from .aot import KernelSpec, compile_kernel
+from .grouped_gemm import TILES
 
 _DTYPES = {trt.float16: "fp16", trt.float32: "fp32"}
 
@@ -22,7 +24,8 @@ _DTYPES = {trt.float16: "fp16", trt.float32: "fp32"}
 def grouped_linear_desc(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.TensorDesc,
                         cols: trtp.TensorDesc, bias: trtp.TensorDesc, groups: int) -> trtp.TensorDesc:
     """y has x's shape with the last dimension N = len(bias), and x's type."""
-    shape = [x.shape_expr[i] for i in range(len(x.shape_expr) - 1)] + [bias.shape_expr[0]]
+    rank = len(x.shape_expr)
+    shape = [x.shape_expr[i] for i in range(rank - 1)] + [bias.shape_expr[0]]
     return trtp.from_shape_expr(shape, dtype=x.dtype)
 
 
@@ -30,16 +33,17 @@ def grouped_linear_desc(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.
 def grouped_linear_aot(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.TensorDesc,
                        cols: trtp.TensorDesc, bias: trtp.TensorDesc, groups: int,
                        outputs: tuple[trtp.TensorDesc], tactic: int):
-    m = x.shape_expr[-1].constant_value()
+    m = x.shape_expr[len(x.shape_expr) - 1].constant_value()
     n = bias.shape_expr[0].constant_value()
-    name, ptx, meta = compile_ptx(_DTYPES[x.dtype], m, n, groups)
+    major, minor = torch.cuda.get_device_capability()  # the GPU the engine is built for
+    kernel = compile_kernel(KernelSpec(_DTYPES[x.dtype], m, n, groups, 10 * major + minor))
     tokens = x.shape_expr.numel() // m  # batch x sequence, symbolic
     launch = trtp.KernelLaunchParams()
     launch.grid_x = trtp.cdiv(tokens, TILES["BLOCK_T"])
     launch.grid_y = groups
     launch.grid_z = -(-(n // groups) // TILES["BLOCK_N"])
-    launch.block_x = meta["num_warps"] * 32
-    launch.shared_mem = meta["shared"]
+    launch.block_x = kernel.threads
+    launch.shared_mem = kernel.shared
     extra = trtp.SymIntExprs(1)
     extra[0] = trtp.SymInt32(tokens)
-    return name, ptx, launch, extra
+    return kernel.name, kernel.ptx, launch, extra

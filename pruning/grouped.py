@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .plan import MatrixPlan
+from . import bert
+from .plan import MatrixPlan, Plan
 from .repermute import to_blocks
 
 
@@ -35,3 +36,15 @@ class GroupedLinear(nn.Module):
             yg = torch.bmm(xg, self.blocks)  # (G, rows, N/G)
             y = yg.transpose(0, 1).reshape(*lead, g * bc)[..., self.col_inv]
         return y + self.bias if self.bias is not None else y
+
+
+def replace_linears(model: nn.Module, plan: Plan, module: type[GroupedLinear] = GroupedLinear) -> nn.Module:
+    """Swap, in place, every matrix the plan groups or drops (G != 1) for `module(dense, mp)`;
+    G = 1 matrices stay nn.Linear, which computes them the same way. Returns the model."""
+    for ref in bert.matrices(model):
+        mp = plan[ref.name]
+        if mp.groups != 1:
+            path, leaf = bert._PATHS[ref.kind].rsplit(".", 1)
+            parent = bert.encoder_layers(model)[ref.layer].get_submodule(path)
+            setattr(parent, leaf, module(bert.linear(model, ref), mp))
+    return model

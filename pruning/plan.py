@@ -118,3 +118,14 @@ class Plan:
         except (OSError, json.JSONDecodeError) as e:
             raise PlanError(f"cannot read {path}: {e}") from None
         return cls.from_json(data)
+
+
+def uniform_plan(refs, groups: int, seed: int = 0) -> Plan:
+    """The same G for every matrix (MatrixRef-like: name, layer, kind, shape) under random
+    permutations: the structure a grouped model's speed depends on, for benchmarks that
+    need neither trained weights nor data."""
+    gen = torch.Generator().manual_seed(seed)
+    return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, groups,
+                            torch.randperm(r.shape[0], generator=gen).tolist(),
+                            torch.randperm(r.shape[1], generator=gen).tolist()) for r in refs],
+                {"method": "uniform", "groups": groups, "seed": seed})

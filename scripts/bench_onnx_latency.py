@@ -29,7 +29,7 @@ from pgb_export.export_cli import session
 from pgb_export.grouped_linear import LinearOptions
 from pgb_export.tasks import get_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute
-from pruning.plan import MatrixPlan, Plan
+from pruning.plan import uniform_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,14 +65,6 @@ def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
     plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6)
     repermute.apply_plan(model, plan)
     return model, plan
-
-
-def fixed_g(model, g: int, seed: int = 0) -> Plan:
-    gen = torch.Generator().manual_seed(seed)
-    plan = Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, g, torch.randperm(r.shape[0], generator=gen).tolist(),
-                            torch.randperm(r.shape[1], generator=gen).tolist()) for r in bert.matrices(model)])
-    repermute.apply_plan(model, plan)
-    return plan
 
 
 def time_round_robin(sessions: dict, feeds: dict, repeats: int) -> dict[str, float]:
@@ -125,7 +117,8 @@ def main() -> None:
         for g in (2, 3, 4, 6):
             model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
             model.load_state_dict(base.state_dict())
-            plan = fixed_g(model, g)
+            plan = uniform_plan(bert.matrices(model), g)
+            repermute.apply_plan(model, plan)
             bert_base[f"G={g} everywhere split/transpose"] = (build(model, plan).SerializeToString(),
                                                              cost.flops_ratio(brefs, plan.masks(), 768, args.seq))
         suites["BERT-base shapes (random weights)"] = bert_base

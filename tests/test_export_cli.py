@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import onnx
 import pytest
 
 from pruning.plan import Plan
@@ -32,6 +33,13 @@ def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
     plugin = report["plugin_graph"]
     assert plugin["parity"]["ok"] and plugin["tensorrt_compat"]["ok"]
     assert plugin["census"]["total"]["GroupedLinear"] > 0 and (out / "onnx" / "model.plugin.onnx").is_file()
+    graph = onnx.load(out / "onnx" / "model.plugin.onnx")
+    inits = {t.name: tuple(t.dims) for t in graph.graph.initializer}
+    shapes = {inits[n.input[1]] for n in graph.graph.node if n.op_type == "GroupedLinear"}
+    kernels = plugin["kernels"]["kernels"]
+    assert {(k["groups"], k["m"] // k["groups"], k["n"] // k["groups"]) for k in kernels} == shapes
+    assert all("error" not in k and k["param_bytes"] == [8, 8, 8, 8, 8, 4, 8] for k in kernels), kernels
+    assert f"plugin kernels: {len(kernels)}/{len(kernels)} compile for sm_90a" in r.stdout
     assert report["parity"]["ok"] and report["parity"]["max_abs_diff"] <= 1e-4
     assert len(report["parity"]["checks"]) == 9  # 3 batch sizes x 3 lengths
     acc = report["accuracy"]

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from pruning import bert, repermute
-from pruning.grouped import GroupedLinear
+from pruning import repermute
+from pruning.grouped import replace_linears
 from pruning.plan import Plan
 from tests.conftest import GLUE, MODELS, needs_shared
 
@@ -86,8 +86,5 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     ids = torch.randint(1000, 5000, (2, 16))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-        for ref in bert.matrices(model):
-            parent = bert.encoder_layers(model)[ref.layer]
-            path, leaf = bert._PATHS[ref.kind].rsplit(".", 1)
-            setattr(parent.get_submodule(path), leaf, GroupedLinear(bert.linear(model, ref), plan[ref.name]))
+        replace_linears(model, plan)
         torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
