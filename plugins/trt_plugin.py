@@ -10,6 +10,9 @@ plugins.aot, in CI and by `pgb-export --plugin`.
 """
 from __future__ import annotations
 
+import functools
+import operator
+
 import tensorrt as trt
 import tensorrt.plugin as trtp
 import torch
@@ -20,13 +23,16 @@ from .grouped_gemm import TILES
 _DTYPES = {trt.float16: "fp16", trt.float32: "fp32"}
 
 
+def _lead(x: trtp.TensorDesc) -> list:
+    """x's dimensions but the last (batch, sequence), symbolic."""
+    return [x.shape_expr[i] for i in range(len(x.shape_expr) - 1)]
+
+
 @trtp.register("pgb::GroupedLinear")
 def grouped_linear_desc(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.TensorDesc,
                         cols: trtp.TensorDesc, bias: trtp.TensorDesc, groups: int) -> trtp.TensorDesc:
     """y has x's shape with the last dimension N = len(bias), and x's type."""
-    rank = len(x.shape_expr)
-    shape = [x.shape_expr[i] for i in range(rank - 1)] + [bias.shape_expr[0]]
-    return trtp.from_shape_expr(shape, dtype=x.dtype)
+    return trtp.from_shape_expr(trtp.ShapeExprs.from_tuple(tuple(_lead(x) + [bias.shape_expr[0]])), dtype=x.dtype)
 
 
 @trtp.aot_impl("pgb::GroupedLinear")
@@ -37,7 +43,7 @@ def grouped_linear_aot(x: trtp.TensorDesc, blocks: trtp.TensorDesc, rows: trtp.T
     n = bias.shape_expr[0].constant_value()
     major, minor = torch.cuda.get_device_capability()  # the GPU the engine is built for
     kernel = compile_kernel(KernelSpec(_DTYPES[x.dtype], m, n, groups, 10 * major + minor))
-    tokens = x.shape_expr.numel() // m  # batch x sequence, symbolic
+    tokens = functools.reduce(operator.mul, _lead(x))
     launch = trtp.KernelLaunchParams()
     launch.grid_x = trtp.cdiv(tokens, TILES["BLOCK_T"])
     launch.grid_y = groups
