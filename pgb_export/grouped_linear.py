@@ -49,8 +49,7 @@ def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.n
     pr, pc = np.asarray(mp.row_perm), np.asarray(mp.col_perm)
     out = np.arange(w.shape[1]) if want is None else np.asarray(want)
     groups = mp.groups
-    rch, cch = pr.reshape(groups, -1), pc.reshape(groups, -1)
-    blocks = np.stack([w[rch[i]][:, cch[i]] for i in range(groups)])
+    blocks = _stack_blocks(w, pr.reshape(groups, -1), pc.reshape(groups, -1))
     inputs = [x, g.const(blocks, "blocks"), g.const(np.argsort(x_order)[pr].astype(np.int32), "rows"),
               g.const(np.argsort(out)[pc].astype(np.int32), "cols"), g.const(b[out], "bias")]
     y = g.name(PLUGIN_OP)
@@ -72,6 +71,11 @@ def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
 def _chunk_aligned(order: np.ndarray, chunks: np.ndarray) -> bool:
     size = chunks.shape[1]
     return all(set(order[i * size:(i + 1) * size].tolist()) == set(c.tolist()) for i, c in enumerate(chunks))
+
+
+def _stack_blocks(w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(G, M/G, N/G): block g is W's rows rows[g] and columns cols[g], in those orders."""
+    return np.stack([w[r][:, c] for r, c in zip(rows, cols)])
 
 
 def _grouped_matmul(g: Graph, x: str, blocks: np.ndarray, form: str) -> str:
@@ -110,7 +114,7 @@ def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.nd
         x = permute_last(g, x, np.argsort(x_order)[rchunks.reshape(-1)], opts.permute_form)
     aligned_out = want is not None and _chunk_aligned(np.asarray(want), cchunks)
     cols = np.asarray(want).reshape(groups, -1) if aligned_out else cchunks
-    blocks = np.stack([w[rows[i]][:, cols[i]] for i in range(groups)])
+    blocks = _stack_blocks(w, rows, cols)
     natural = cols.reshape(-1)
     y = _grouped_matmul(g, x, blocks, opts.grouped_form)
     y = g.op("Add", [y, g.const(b[natural], "bias")], "Add")

@@ -6,6 +6,7 @@ CoLA no header); the Hub (`datasets`) is the fallback when no local copy is foun
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,11 @@ def get_task(name: str) -> Task:
         return TASKS[name.lower()]
     except KeyError:
         raise DataError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+
+
+def fixture_task(model_dir: str | os.PathLike) -> Task:
+    """The task a ../shared/models fixture was fine-tuned on, from its fixture.json."""
+    return get_task(json.loads((Path(model_dir) / "fixture.json").read_text())["task"])
 
 
 def glue_dir(explicit: str | os.PathLike | None = None) -> Path | None:

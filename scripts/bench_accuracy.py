@@ -19,8 +19,8 @@ from pathlib import Path
 from pgb_export import modeldir
 from pgb_export.batching import encode, evaluate, make_batches
 from pgb_export.prune_cli import recover
-from pgb_export.tasks import get_task, glue_dir, load_split
-from pruning import ablations, bert, importance
+from pgb_export.tasks import fixture_task, glue_dir, load_split
+from pruning import ablations, bert, cost, importance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     for fixture in args.fixtures:
         path = Path(args.models) / fixture
-        task = get_task(json.loads((path / "fixture.json").read_text())["task"])
+        task = fixture_task(path)
         data = glue_dir(None)
         train, dev = load_split(task, "train", data), load_split(task, "dev", data)
         model, tok = modeldir.load(path)
@@ -65,10 +65,9 @@ def main() -> None:
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
                                  epochs=args.finetune_epochs, lr=args.lr, batch_size=32, seed=0,
                                  progress=False)
-            kept = sum(int(m.sum()) for m in masks.values())
             row = {"fixture": fixture, "task": task.name, "metric": task.main_metric,
                    "target": target, "ablation": ablation,
-                   "achieved": 1 - kept / sum(m.numel() for m in masks.values()),
+                   "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
                    "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],
                    "final": metrics["final"][task.main_metric],
                    "ffn_layers_dropped": pgb.meta["ffn_layers_dropped"],

@@ -27,7 +27,7 @@ from pgb_export.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.export_cli import session
 from pgb_export.grouped_linear import LinearOptions
-from pgb_export.tasks import get_task, glue_dir, load_split
+from pgb_export.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute
 from pruning.plan import uniform_plan
 
@@ -59,7 +59,7 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
 
 def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
     model, tok = modeldir.load(path)
-    task = get_task(json.loads((path / "fixture.json").read_text())["task"])
+    task = fixture_task(path)
     rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)), samples)
     scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
     plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6)

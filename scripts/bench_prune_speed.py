@@ -20,7 +20,7 @@ import torch
 
 from pgb_export import modeldir
 from pgb_export.batching import encode, make_batches
-from pgb_export.tasks import get_task, glue_dir, load_split
+from pgb_export.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, compensation, importance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def main() -> None:
 
     fixture = Path(args.fixture)
     model, tok = modeldir.load(fixture)
-    task = get_task(json.loads((fixture / "fixture.json").read_text())["task"])
+    task = fixture_task(fixture)
     rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)), args.samples)
     batches = make_batches(encode(tok, rows, 128), 32)
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,kernels]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import torch, transformers, tritonclient.grpc, pruning, pgb_export"
 # A second environment for the tritonserver binary of nvidia-pytriton (its python backend
-# needs numpy<2); used by the Triton integration test and scripts/serve_triton.sh.
+# needs numpy<2); used by the Triton integration test (pgb_export.triton_server).
 [ -x .venv-triton/bin/python ] || "$PY" -m venv .venv-triton
 .venv-triton/bin/python -m pip install -q --disable-pip-version-check -r constraints-triton.txt 2>&1 | grep -v "is ignored" || true
 .venv-triton/bin/python -c "import pytriton, onnxruntime, numpy"
