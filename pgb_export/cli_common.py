@@ -1,6 +1,9 @@
-"""What both command-line tools share: clean one-line errors and plain-text tables."""
+"""What both command-line tools share: one-line errors (flags included), checked numeric
+flags, and plain-text tables."""
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,15 +20,51 @@ class UsageError(ValueError):
     """A flag value or combination that cannot work."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other known error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def debug() -> bool:
+    """PGB_DEBUG as a boolean: 1/true/yes/on show tracebacks; 0, false, no, off or unset don't."""
+    return os.environ.get("PGB_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def number(kind: type = float, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite int or float within [low, high] (open ends where asked)."""
+    span = (("(" if low_open else "[") + ("-inf" if low is None else f"{low:g}") + ", "
+            + ("inf" if high is None else f"{high:g}") + (")" if high_open else "]"))
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r:.40}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r:.40}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text!r:.40}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
 def run(prog: str, main: Callable[[], int], extra_errors: tuple = ()) -> int:
     """Call main(); a known error becomes one line on stderr and exit code 2.
     PGB_DEBUG=1 shows the traceback instead."""
     try:
         return main()
     except (UsageError, *KNOWN_ERRORS, *extra_errors) as e:
-        if os.environ.get("PGB_DEBUG"):
+        if debug():
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written", file=sys.stderr)

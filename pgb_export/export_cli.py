@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from pruning import bert, cost, repermute
+from pruning.jsonfile import write_atomic
 from pruning.plan import Plan, PlanError
 
 from . import modeldir, trt_compat, trt_engine
@@ -19,7 +20,7 @@ from .batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
-from .cli_common import UsageError, run, table
+from .cli_common import Parser, UsageError, number, run, table
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
 from .tasks import get_task, glue_dir, load_split, metrics
@@ -48,7 +49,7 @@ parity check exits 1 and writes nothing.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="pgb-export", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Export a PGB-pruned (pgb.json present) or dense BERT classifier to ONNX with "
                     "grouped MatMuls and absorbed permutations, prove it equal to PyTorch, and "
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="pgb-prune output or fine-tuned BERT directory")
     p.add_argument("--out", required=True, metavar="DEPLOY_DIR", help="deployment directory to write")
     p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="tokenizer directory, when MODEL_DIR has none (default: MODEL_DIR's own)")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
     p.add_argument("--triton", action="store_true", help="write a Triton model repository (onnxruntime backend)")
     p.add_argument("--triton-backend", choices=("onnxruntime", "python"), default="onnxruntime",
@@ -64,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trt", action="store_true",
                    help="build a TensorRT engine (DEPLOY_DIR/trt/model.plan) and check its parity; needs TensorRT and a GPU")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT engine precision (default fp16)")
-    p.add_argument("--max-seq", type=int, default=128, help="TensorRT profile: longest sequence (default 128)")
-    p.add_argument("--opt-seq", type=int, default=None,
+    p.add_argument("--max-seq", type=number(int, 8, 8192), default=128, help="TensorRT profile: longest sequence (default 128)")
+    p.add_argument("--opt-seq", type=number(int, 1, 8192), default=None,
                    help="TensorRT profile: sequence length to tune for (default: the 95th percentile of the "
                         "task's dev lengths with --task, else 64)")
     p.add_argument("--timing-cache", default=None,
@@ -76,24 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "parameter list TensorRT launches it with; with --trt the engine is built from it")
     p.add_argument("--fp16", action="store_true",
                    help="fp16 weights and activations (logits stay fp32); parity tolerance 1e-2, metric 0.3 point")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--opset", type=number(int, 17, onnx.defs.onnx_opset_version()), default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--grouped-form", choices=GROUPED_FORMS, default="split",
                    help="split: G MatMuls on input slices, concatenated (default); batched: one MatMul on [G, M/G, N/G]")
     p.add_argument("--permute-form", choices=PERMUTE_FORMS, default="transpose",
                    help="how remaining activation permutations are emitted (default: transpose + row Gather)")
-    p.add_argument("--max-len", type=int, default=128, help="max tokens per dev example (default 128)")
-    p.add_argument("--max-batch", type=int, default=32, help="Triton max_batch_size (default 32)")
+    p.add_argument("--max-len", type=number(int, 8, 8192), default=128, help="max tokens per dev example (default 128)")
+    p.add_argument("--max-batch", type=number(int, 1, 65536), default=32, help="Triton max_batch_size (default 32)")
     p.add_argument("--force", action="store_true", help="replace DEPLOY_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def _check_flags(args) -> None:
+    """What argparse's types cannot see; before anything is computed or written."""
+    if args.opt_seq is not None and args.opt_seq > args.max_seq:
+        raise UsageError(f"--opt-seq {args.opt_seq} is longer than --max-seq {args.max_seq}")
     if args.trt:
-        trt_engine.require_tensorrt()  # before anything is computed or written
-    if not 17 <= args.opset <= onnx.defs.onnx_opset_version():
-        raise UsageError(f"--opset must be between 17 (LayerNormalization) and {onnx.defs.onnx_opset_version()}")
-    modeldir.refuse_existing(args.out, args.force)  # before minutes of work, not after
+        trt_engine.require_tensorrt()
+    modeldir.check_output(args.out, _inputs(args), args.force)
+
+
+def _inputs(args) -> list:
+    """Every directory the run reads: --out must not overlap any of them."""
+    return [args.model_dir, args.tokenizer, glue_dir(args.glue_dir) if args.task else None]
 
 
 def load_plan(model_dir: Path, model) -> Plan:
@@ -101,10 +110,7 @@ def load_plan(model_dir: Path, model) -> Plan:
     if not (model_dir / "pgb.json").exists():
         return dense_plan(model)
     plan = Plan.load(model_dir / "pgb.json")
-    names = {mp.name for mp in plan.matrices}
-    expected = {mp.name for mp in dense_plan(model).matrices}
-    if names != expected:
-        raise PlanError(f"pgb.json names {len(names)} matrices that do not match the model's {len(expected)}")
+    plan.check_matches(bert.matrices(model))
     bad = repermute.violations(model, plan)
     if bad:
         raise PlanError(f"weights are non-zero outside the pgb.json blocks in {bad[0]}"
@@ -123,10 +129,15 @@ def session(model_bytes: bytes, threads: int = 2):
 def export(args) -> dict:
     t0 = time.perf_counter()
     model_dir = modeldir.check_model_dir(args.model_dir)
-    model, tok = modeldir.load(model_dir)
-    plan = load_plan(model_dir, model)
     task = get_task(args.task) if args.task else None
-    dev = load_split(task, "dev", glue_dir(args.glue_dir)) if task else None
+    dev_split = load_split(task, "dev", glue_dir(args.glue_dir)) if task else None
+    if dev_split and dev_split.note():
+        print(f"note: {dev_split.note()}", file=sys.stderr)
+    dev = dev_split.examples if dev_split else None
+    model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
+    if task:
+        modeldir.check_labels(model.config, task.num_labels, task.name)
+    plan = load_plan(model_dir, model)
 
     graph = _graph(model, plan, args, plugin=False, fp16=args.fp16)
     atol = BERT_IO.atol_fp16 if args.fp16 else BERT_IO.atol_fp32
@@ -155,7 +166,7 @@ def export(args) -> dict:
     dev_set = None
     if task:
         # batches no larger than the TensorRT profile allows, so both runtimes share them
-        batches = make_batches(encode(tok, dev, args.max_len), args.max_batch)
+        batches = make_batches(encode(tok, dev, modeldir.max_tokens(model.config, args.max_len)), args.max_batch)
         dev_set = DevSet(task, batches, np.concatenate([b["labels"].numpy() for b in batches]),
                          predict(model, batches, progress=not args.quiet))
         report["accuracy"] = dev_set.compare("onnx", lambda f: sess.run(None, f)[0], metric_tol, parity)
@@ -171,7 +182,7 @@ def export(args) -> dict:
     if parity.failures:
         raise ParityError("; ".join(parity.failures))
 
-    with modeldir.atomic_dir(args.out, force=args.force) as tmp:
+    with modeldir.atomic_dir(args.out, force=args.force, inputs=_inputs(args)) as tmp:
         for rel, content in extra_files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(content)
@@ -187,7 +198,7 @@ def export(args) -> dict:
                 report["triton"].append(write_repository(tmp / "triton", extra_files["trt/model.plan"], model.config,
                                                          args.max_batch, "tensorrt", "pgb_bert_trt"))
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        write_atomic(tmp / "report.json", report)
     return report
 
 

@@ -1,58 +1,143 @@
-"""Model directories: loading a BERT-family classifier, the embedded default encoder, and
-writing an output directory all at once or not at all."""
+"""Model directories: loading a BERT-family model exactly as its files declare it (or
+refusing), the embedded default encoder, and writing an output directory all at once or not
+at all, never over one of its own inputs."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from pruning.bert import SUPPORTED_MODEL_TYPES
+from pruning.jsonfile import read_object
 
 
 class ModelError(ValueError):
-    """The model directory is missing, unreadable or not a supported architecture."""
+    """The model directory is missing, unreadable, incomplete or not a supported architecture,
+    or an output path would overwrite an input."""
+
+
+# Files that carry a tokenizer's vocabulary. Without any of them transformers quietly builds
+# a tokenizer of special tokens only, which maps every word to the unknown token.
+VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+               "tokenizer.model")
+# An ordinary English sentence: a working tokenizer knows most of its words, and the model
+# must give finite outputs for it.
+PROBE = "the film is a charming and often affecting journey ."
 
 
 def check_model_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model directory {path} does not exist")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ModelError(f"{path} has no readable config.json: not a Hugging Face model directory") from None
-    if config.get("model_type") not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"{path} is a {config.get('model_type')!r} model; supported: "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json: not a Hugging Face model directory")
+    config = read_object(path / "config.json", ModelError, "config.json")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(f"{path} is a {model_type!r:.40} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     return path
 
 
-def load(path: str | os.PathLike, num_labels: int | None = None):
-    """(model in fp32 eval mode, tokenizer). num_labels only matters for a bare encoder,
-    whose classification head is then newly initialised."""
+def check_tokenizer_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"tokenizer directory {path} does not exist")
+    if not any((path / f).is_file() for f in VOCAB_FILES):
+        raise ModelError(f"{path} has no tokenizer (none of {', '.join(VOCAB_FILES)}); "
+                         f"pass --tokenizer DIR with the tokenizer the model was trained with")
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    """The exception as one line (some libraries put the reason on the second line)."""
+    text = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+    return f"{type(e).__name__}: {text}"[:300]
+
+
+def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: str | os.PathLike | None = None):
+    """(model in fp32 eval mode, tokenizer), exactly as the directory declares them.
+
+    Every weight the architecture declares must be in the checkpoint with its shape, and
+    the checkpoint may hold nothing else: a missing tensor would otherwise be initialised at
+    random without a word. num_labels is only for a bare encoder, whose classification head
+    (everything outside the base model) is then new."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = check_model_dir(path)
+    tokenizer_dir = check_tokenizer_dir(tokenizer_dir if tokenizer_dir is not None else path)
     extra = {} if num_labels is None else {"num_labels": num_labels}
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
+    hf_logging.set_verbosity_error()  # the load report is turned into errors below instead
     hf_logging.disable_progress_bar()  # loading takes a second; its bar would only clutter stderr
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load {path}: {str(e).splitlines()[0]}") from None
+        # Any failure in here is about the user's files (corrupt safetensors, config values of
+        # the wrong type, shapes that disagree): one line naming the directory, never a traceback.
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=torch.float32, output_loading_info=True, **extra)
+        except Exception as e:
+            raise ModelError(f"cannot load the model in {path}: {_first_line(e)}") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        except Exception as e:
+            raise ModelError(f"cannot load the tokenizer in {tokenizer_dir}: {_first_line(e)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    prefix = model.base_model_prefix + "."
+    missing = sorted(k for k in info["missing_keys"] if num_labels is None or k.startswith(prefix))
+    for what, keys in (("lacks", missing), ("has unexpected", sorted(info["unexpected_keys"])),
+                       ("has wrongly shaped", sorted(info["mismatched_keys"]))):
+        if keys:
+            raise ModelError(f"the checkpoint in {path} {what} weights for its architecture: {keys[0]}"
+                             + (f" and {len(keys) - 1} more" if len(keys) > 1 else ""))
     model.eval()
+    _probe(model, tokenizer, path, tokenizer_dir)
     return model, tokenizer
+
+
+def _probe(model, tokenizer, path: Path, tokenizer_dir: Path) -> None:
+    """One real sentence through tokenizer and model: the ids must mostly be known words
+    that the embeddings hold, and the outputs must be finite."""
+    ids = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and sum(i == unk for i in ids) > len(ids) // 2:
+        raise ModelError(f"the tokenizer in {tokenizer_dir} does not know the words of an ordinary sentence "
+                         f"(unknown token for most of {PROBE!r}): wrong or missing vocabulary")
+    if len(tokenizer) > model.config.vocab_size:
+        raise ModelError(f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens but the model's embeddings "
+                         f"hold {model.config.vocab_size}: they do not belong together")
+    try:
+        with torch.no_grad():
+            logits = model(**tokenizer(PROBE, return_tensors="pt")).logits
+    except Exception as e:
+        raise ModelError(f"the model in {path} fails on a probe sentence: {_first_line(e)}") from None
+    if not torch.isfinite(logits).all():
+        raise ModelError(f"the model in {path} gives non-finite outputs for a probe sentence")
+
+
+def max_tokens(config, requested: int) -> int:
+    """The longest input the model takes, given what was asked for: its position table
+    bounds it, with a note when that cuts the request short."""
+    limit = config.max_position_embeddings
+    if requested > limit:
+        print(f"note: the model takes at most {limit} tokens; using that instead of {requested}", file=sys.stderr)
+    return min(requested, limit)
+
+
+def check_labels(config, num_labels: int, task_name: str) -> None:
+    """The model's head must have as many outputs as the task has labels."""
+    if config.num_labels != num_labels:
+        raise ModelError(f"the model has {config.num_labels} label{'s' * (config.num_labels != 1)}, "
+                         f"{task_name} needs {num_labels}")
 
 
 def embedded_encoder() -> Path:
@@ -69,27 +154,112 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PGB_CACHE", Path.home() / ".cache" / "pgb-export"))
 
 
-def refuse_existing(out: str | os.PathLike, force: bool) -> None:
-    """An existing output is only ever replaced on --force."""
-    if Path(out).exists() and not force:
-        raise ModelError(f"{out} already exists; pass --force to replace it")
+def _resolve(path: str | os.PathLike, what: str) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ModelError(f"cannot use {what} {path}: {e}") from None
+
+
+def _is_output(path: Path) -> bool:
+    """An earlier output of ours: its report.json names the model it came from."""
+    try:
+        return "model_dir" in read_object(path / "report.json", ValueError, "report.json")
+    except ValueError:
+        return False
+
+
+def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], force: bool) -> Path:
+    """Refuse, before any work, an output that would destroy what the run reads or stands in:
+    `out` equal to, above or inside an input (after resolving links), the working directory
+    or one above it, and any existing path that is not an earlier output of ours. --force
+    only ever replaces an earlier output (or an empty directory)."""
+    resolved = _resolve(out, "--out")
+    if resolved == Path(resolved.anchor):
+        raise ModelError(f"--out {out} is the filesystem root")
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ModelError(f"--out {out} is the current directory or one above it; name a new directory")
+    for src in inputs:
+        if src is None:
+            continue
+        source = _resolve(src, "input")
+        if resolved == source:
+            raise ModelError(f"--out {out} is the input {src}; writing there would destroy it")
+        if resolved in source.parents:
+            raise ModelError(f"--out {out} contains the input {src}; writing there would destroy it")
+        if source in resolved.parents:
+            raise ModelError(f"--out {out} lies inside the input {src}; choose a directory outside it")
+    if os.path.lexists(resolved):
+        if not force:
+            raise ModelError(f"{out} already exists; pass --force to replace it")
+        if not resolved.is_dir():
+            raise ModelError(f"{out} exists and is not a directory; --force only replaces a directory")
+        if any(resolved.iterdir()) and not _is_output(resolved):
+            raise ModelError(f"{out} is not an earlier output of pgb-prune or pgb-export (no report.json "
+                             f"naming its model); --force only replaces those, so remove it yourself")
+    return resolved
+
+
+# Temporary names beside an output: ".<name>.pgb-tmp.<pid>.<random>" while it is written,
+# ".<name>.pgb-old.<pid>.<random>" for the replaced output during the swap. The pid tells
+# whether the run that made one is still alive.
+_TEMP = r"\.{name}\.pgb-(?:tmp|old)\.(\d+)\.[A-Za-z0-9_]+"
+# Earlier versions named them ".<name>.<random>" and ".<name>.old.<random>" without a pid;
+# those are swept only once they are an hour old, when no run can still be writing them.
+_LEGACY = r"\.{name}\.(?:old\.)?[a-z0-9_]{{8}}"
+_LEGACY_AGE_S = 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(out: Path) -> list[str]:
+    """Remove temporary directories beside `out` that an interrupted run (SIGKILL, power
+    loss) left behind; returns their names."""
+    name = re.escape(out.name)
+    current, legacy = re.compile(_TEMP.format(name=name)), re.compile(_LEGACY.format(name=name))
+    removed = []
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        if not p.is_dir() or p.is_symlink():
+            continue
+        m = current.fullmatch(p.name)
+        stale = (m is not None and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1)))) or (
+            legacy.fullmatch(p.name) is not None and time.time() - p.stat().st_mtime > _LEGACY_AGE_S)
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, force: bool = False,
+               inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary directory beside `out`; on success it replaces `out` in one rename.
     On any failure `out` is left exactly as it was."""
-    out = Path(out)
-    refuse_existing(out, force)
+    out = check_output(out, inputs, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        for name in sweep_stale(out):
+            print(f"note: removed {out.parent / name}, left by an interrupted run", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.pgb-tmp.{os.getpid()}.", dir=out.parent))
     except OSError as e:
         raise ModelError(f"cannot write to {out.parent}: {e.strerror}") from None
     try:
         yield tmp
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.pgb-old.{os.getpid()}.", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -11,11 +10,12 @@ from pathlib import Path
 import torch
 
 from pruning import ablations, bert, compensation, cost, finetune, grouping, importance, repermute
+from pruning.jsonfile import write_atomic
 
 from . import modeldir
 from .batching import encode, evaluate, make_batches
-from .cli_common import UsageError, run, table
-from .tasks import Task, get_task, glue_dir, load_split
+from .cli_common import Parser, UsageError, number, run, table
+from .tasks import Split, Task, get_task, glue_dir, load_split
 
 EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
 EMBEDDED_LR = 5e-5
@@ -33,7 +33,7 @@ and report.json (ratios, FLOPs, dev metrics dense/vanilla/final, seconds per sta
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="pgb-prune", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prune a fine-tuned BERT classifier with PGB: second-order importance, "
                     "adaptive groups, permutation, budget with layer drop, weight "
@@ -42,52 +42,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuned BERT classifier directory; omit it to fine-tune the embedded "
                         f"MiniLM-L6 on {EMBEDDED_ROWS} rows of the task first (cached)")
     p.add_argument("--task", required=True, help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli")
-    p.add_argument("--target", required=True, type=float, metavar="RATIO",
+    p.add_argument("--target", required=True, type=number(float, 0, 1, True, True), metavar="RATIO",
                    help="fraction of prunable weights to remove, in (0, 1); 0.5 = half")
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output model directory")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="tokenizer directory, when MODEL_DIR has none (default: MODEL_DIR's own)")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
-    p.add_argument("--samples", type=int, default=2000, help="training samples for importance and compensation (default 2000)")
-    p.add_argument("--gmax", type=int, default=6, help="largest number of groups per matrix (default 6)")
-    p.add_argument("--nperm", type=int, default=6, help="alternating sorts per group in the permutation search (default 6)")
+    p.add_argument("--samples", type=number(int, 1), default=2000, help="training samples for importance and compensation (default 2000)")
+    p.add_argument("--gmax", type=number(int, 1, 64), default=6, help="largest number of groups per matrix (default 6)")
+    p.add_argument("--nperm", type=number(int, 0, 1000), default=6, help="alternating sorts per group in the permutation search (default 6)")
     p.add_argument("--tau", default="auto",
                    help="importance threshold: 'auto' (quantile that keeps the target's budget) or a number")
     p.add_argument("--no-compensation", action="store_true", help="skip weight compensation")
-    p.add_argument("--finetune-epochs", type=float, default=3.0, help="re-finetuning epochs, 0 to skip (default 3)")
-    p.add_argument("--finetune-samples", type=int, default=None,
+    p.add_argument("--finetune-epochs", type=number(float, 0, 1000), default=3.0, help="re-finetuning epochs, 0 to skip (default 3)")
+    p.add_argument("--finetune-samples", type=number(int, 1), default=None,
                    help="training rows per re-finetuning epoch (default: the whole training set)")
-    p.add_argument("--lr", type=float, default=3e-5, help="re-finetuning learning rate (default 3e-5)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--max-len", type=int, default=128, help="max tokens per example (default 128)")
+    p.add_argument("--lr", type=number(float, 0, 1, True), default=3e-5, help="re-finetuning learning rate (default 3e-5)")
+    p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")
+    p.add_argument("--max-len", type=number(int, 8, 8192), default=128, help="max tokens per example (default 128)")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def _check_flags(args) -> None:
-    if not 0 < args.target < 1:
-        raise UsageError(f"--target must be in (0, 1), got {args.target}")
+    """What argparse's types cannot see; before minutes of work, not after."""
     if args.tau != "auto":
         try:
-            if float(args.tau) < 0:
-                raise ValueError
+            tau = float(args.tau)
         except ValueError:
-            raise UsageError(f"--tau must be 'auto' or a non-negative number, got {args.tau!r}") from None
-    for flag, value, low in (("--samples", args.samples, 1), ("--gmax", args.gmax, 1),
-                             ("--nperm", args.nperm, 0), ("--batch-size", args.batch_size, 1),
-                             ("--max-len", args.max_len, 8)):
-        if value < low:
-            raise UsageError(f"{flag} must be at least {low}, got {value}")
-    if args.finetune_epochs < 0:
-        raise UsageError("--finetune-epochs must be >= 0")
-    modeldir.refuse_existing(args.out, args.force)  # before minutes of work, not after
+            tau = -1.0
+        if not (tau >= 0 and tau != float("inf")):  # also false for nan
+            raise UsageError(f"--tau must be 'auto' or a finite non-negative number, got {args.tau!r:.40}")
+    modeldir.check_output(args.out, _inputs(args), args.force)
+
+
+def _inputs(args) -> list:
+    """Every directory the run reads: --out must not overlap any of them."""
+    task = get_task(args.task)
+    model = args.model_dir or embedded_cache(task, args)
+    return [model, args.tokenizer, glue_dir(args.glue_dir), modeldir.embedded_encoder() if not args.model_dir else None]
+
+
+def embedded_cache(task: Task, args) -> Path:
+    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{args.max_len}-seed{args.seed}"
 
 
 def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
     """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
-    target = modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{args.max_len}-seed{args.seed}"
+    target = embedded_cache(task, args)
     if (target / "config.json").is_file():
         return target
     print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
@@ -103,6 +109,8 @@ def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
     with modeldir.atomic_dir(target, force=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
+                                           "rows": len(rows), "epochs": 1, "lr": EMBEDDED_LR, "seed": args.seed})
     return target
 
 
@@ -144,21 +152,23 @@ def prune(args) -> dict:
     if args.model_dir:
         modeldir.check_model_dir(args.model_dir)
     data = glue_dir(args.glue_dir)
-    train, dev = load_split(task, "train", data), load_split(task, "dev", data)
+    splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
+    train, dev = splits["train"].examples, splits["dev"].examples
+    _note_skipped(splits.values())
     if args.model_dir:
         model_dir = Path(args.model_dir)
     else:
         lap("load")
         model_dir = embedded_default(task, train, args, progress)
         lap("embedded_finetune")
-    model, tok = modeldir.load(model_dir)
-    if model.config.num_labels != task.num_labels:
-        raise modeldir.ModelError(f"{model_dir} has {model.config.num_labels} labels, {task.name} needs {task.num_labels}")
+    model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
+    modeldir.check_labels(model.config, task.num_labels, task.name)
+    max_len = modeldir.max_tokens(model.config, args.max_len)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     sample_rows = rng.sample(train, min(args.samples, len(train)))
-    samples = make_batches(encode(tok, sample_rows, args.max_len), args.batch_size)
-    dev_batches = make_batches(encode(tok, dev, args.max_len), 64)
+    samples = make_batches(encode(tok, sample_rows, max_len), args.batch_size)
+    dev_batches = make_batches(encode(tok, dev, max_len), 64)
     lap("load")
 
     metrics = {"dense": evaluate(model, task, dev_batches, progress)}
@@ -176,7 +186,7 @@ def prune(args) -> dict:
     lap("planning")
 
     train_rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
-    train_enc = encode(tok, train_rows, args.max_len) if args.finetune_epochs > 0 else []
+    train_enc = encode(tok, train_rows, max_len) if args.finetune_epochs > 0 else []
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not args.no_compensation, epochs=args.finetune_epochs,
                               lr=args.lr, batch_size=args.batch_size, seed=args.seed,
@@ -193,7 +203,7 @@ def prune(args) -> dict:
         "method": plan.meta.get("method"), "target": args.target,
         "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
-        "metrics": metrics, "seconds": seconds,
+        "metrics": metrics, "seconds": seconds, "data": _data_report(splits),
         "settings": {k: v for k, v in vars(args).items() if k not in ("quiet", "force")},
         "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
                                                              "ffn_layers_dropped", "notes")},
@@ -203,15 +213,24 @@ def prune(args) -> dict:
                       **({"reconstruction": comp[mp.name]} if mp.name in comp else {})}
                      for mp in plan.matrices],
     }
-    with modeldir.atomic_dir(args.out, force=args.force) as tmp:
+    with modeldir.atomic_dir(args.out, force=args.force, inputs=_inputs(args)) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         plan.save(tmp / "pgb.json")
-        (tmp / "report.json").write_text(json.dumps(report, indent=1))
-    lap("save")
-    report["seconds"] = seconds
-    (Path(args.out) / "report.json").write_text(json.dumps(report, indent=1))
+        lap("save")
+        write_atomic(tmp / "report.json", report)
     return report
+
+
+def _note_skipped(splits) -> None:
+    for split in splits:
+        if split.note():
+            print(f"note: {split.note()}", file=sys.stderr)
+
+
+def _data_report(splits: dict[str, Split]) -> dict:
+    return {name: {"source": s.source, "rows": s.rows, "used": len(s.examples), "skipped": s.skipped}
+            for name, s in splits.items()}
 
 
 def summary(report: dict) -> str:

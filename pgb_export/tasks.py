@@ -6,7 +6,9 @@ CoLA no header); the Hub (`datasets`) is the fallback when no local copy is foun
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +95,48 @@ def glue_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def _read_tsv(task: Task, path: Path) -> list[Example]:
+# Rows that cannot be read (too few columns, a label the task does not have, a score that
+# is not a number) are skipped and counted; above this fraction of the file the data is
+# refused: it is more likely the wrong file or format than a few stray lines (the original
+# QQP files have 0.01 % of them).
+MAX_SKIPPED = 0.05
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a task as read: its examples and what was skipped on the way."""
+
+    examples: list[Example]
+    source: str
+    rows: int  # data rows in the source, header excluded
+    skipped: int
+    first_skipped: str = ""  # where and why, for the note
+
+    def note(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (f"{self.source}: skipped {self.skipped} of {self.rows} rows that could not be read "
+                f"(first: {self.first_skipped})")
+
+
+def _read_tsv(task: Task, path: Path) -> Split:
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path} is not UTF-8 text (line {line}, byte {e.start})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except csv.Error as e:
+        raise DataError(f"{path} is not a readable TSV file: {e}") from None
+    rows = [r for r in rows if r]  # blank lines
     if task.header:
+        if not rows:
+            raise DataError(f"{path} is empty")
         head, rows = rows[0], rows[1:]
         try:
             cols = [head.index(c) for c in task.text]
@@ -108,22 +145,37 @@ def _read_tsv(task: Task, path: Path) -> list[Example]:
             raise DataError(f"{path} does not have the {task.name} columns {task.text + (task.label,)}") from None
     else:
         cols, label_col = list(task.text), task.label
+    if not rows:
+        raise DataError(f"{path} has no data rows")
     need = max(cols + [label_col]) + 1
-    out = []
-    for row in rows:
-        if len(row) < need:  # a few malformed lines exist in the original QQP files
-            continue
-        label = row[label_col]
-        if task.is_regression:
-            y = float(label)
-        elif label in task.labels:
-            y = task.labels.index(label)
+    first_line = 2 if task.header else 1
+    out, skipped, first = [], 0, ""
+    for n, row in enumerate(rows, first_line):
+        problem = None
+        if len(row) < need:
+            problem = f"{len(row)} columns, {need} needed"
         else:
-            continue  # MNLI dev has rows without a gold label
+            label = row[label_col]
+            if task.is_regression:
+                try:
+                    y = float(label)
+                except ValueError:
+                    y = math.nan
+                if not math.isfinite(y):
+                    problem = f"score {label!r:.20} is not a number"
+            elif label in task.labels:
+                y = task.labels.index(label)
+            else:
+                problem = f"label {label!r:.20} is not one of {', '.join(task.labels)}"
+        if problem:
+            skipped += 1
+            first = first or f"line {n}: {problem}"
+            continue
         out.append(Example(row[cols[0]], row[cols[1]] if len(cols) > 1 else None, y))
-    if not out:
-        raise DataError(f"{path} holds no {task.name} examples")
-    return out
+    if not out or skipped > MAX_SKIPPED * len(rows):
+        raise DataError(f"{path}: {skipped} of {len(rows)} rows cannot be read as {task.name} (first: {first}); "
+                        f"is it the right file?")
+    return Split(out, str(path), len(rows), skipped, first)
 
 
 def _from_hub(task: Task, split: str) -> list[Example]:
@@ -137,10 +189,11 @@ def _from_hub(task: Task, split: str) -> list[Example]:
     except Exception as e:  # the Hub raises many types; all mean the same to the user
         raise DataError(f"could not load {task.name}/{split} from the Hub: {e}") from None
     cols = task.hub_text
-    return [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in ds]
+    examples = [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in ds]
+    return Split(examples, f"nyu-mll/glue {task.name}/{split}", len(examples), 0)
 
 
-def load_split(task: Task, split: str, directory: Path | None) -> list[Example]:
+def load_split(task: Task, split: str, directory: Path | None) -> Split:
     """split is "train" or "dev"."""
     if directory is None:
         return _from_hub(task, "train" if split == "train" else task.hub_dev)

@@ -6,10 +6,14 @@ compensation, the grouped module, the ONNX exporter) reads only this.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+
+from .bert import KINDS
+from .jsonfile import read_object
 
 FORMAT_VERSION = 1
 
@@ -64,6 +68,47 @@ class MatrixPlan:
             if sorted(perm) != list(range(size)):
                 raise PlanError(f"{self.name}: {what} is not a permutation of 0..{size - 1}")
 
+    @classmethod
+    def from_json(cls, entry, index: int) -> MatrixPlan:
+        """One pgb.json entry, with every field's JSON type checked (bool is not an int,
+        2.0 is not a group count), then validate()d."""
+        where = f"pgb.json matrices[{index}]"
+        if not isinstance(entry, dict):
+            raise PlanError(f"{where} is a JSON {type(entry).__name__}, not an object")
+        required = {f.name for f in fields(cls) if f.name != "captured"}
+        unknown, missing = set(entry) - {f.name for f in fields(cls)}, required - set(entry)
+        if unknown or missing:
+            raise PlanError(f"{where}: " + "; ".join(
+                ([f"unknown field(s) {sorted(unknown)}"] if unknown else [])
+                + ([f"missing field(s) {sorted(missing)}"] if missing else [])))
+        name = entry["name"]
+        if not isinstance(name, str) or not name:
+            raise PlanError(f"{where}: name must be a non-empty string")
+        where = f"pgb.json {name}"
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(d) and d > 0 for d in shape)):
+            raise PlanError(f"{where}: shape must be two positive integers, got {shape!r:.60}")
+        for key in ("layer", "groups"):
+            if not (_is_int(entry[key]) and entry[key] >= 0):
+                raise PlanError(f"{where}: {key} must be a non-negative integer, got {entry[key]!r:.60}")
+        if entry["kind"] not in KINDS:
+            raise PlanError(f"{where}: kind must be one of {', '.join(KINDS)}, got {entry['kind']!r:.60}")
+        for key in ("row_perm", "col_perm"):
+            if not (isinstance(entry[key], list) and all(_is_int(i) for i in entry[key])):
+                raise PlanError(f"{where}: {key} must be a list of integers")
+        captured = entry.get("captured")
+        if captured is not None and not (isinstance(captured, (int, float)) and not isinstance(captured, bool)
+                                         and math.isfinite(captured)):
+            raise PlanError(f"{where}: captured must be a finite number or null, got {captured!r:.60}")
+        mp = cls(name, entry["layer"], entry["kind"], tuple(shape), entry["groups"], entry["row_perm"],
+                 entry["col_perm"], captured)
+        mp.validate()
+        return mp
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass
 class Plan:
@@ -98,26 +143,43 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict) -> Plan:
-        try:
-            if data.get("format_version") != FORMAT_VERSION:
-                raise PlanError(f"unsupported pgb.json format_version {data.get('format_version')!r}")
-            mats = [MatrixPlan(**{**m, "shape": tuple(m["shape"])}) for m in data["matrices"]]
-        except (KeyError, TypeError, AttributeError) as e:
-            raise PlanError(f"pgb.json is malformed: {e}") from None
+        if data.get("format_version") != FORMAT_VERSION or isinstance(data.get("format_version"), bool):
+            raise PlanError(f"unsupported pgb.json format_version {data.get('format_version')!r:.60} "
+                            f"(this version reads {FORMAT_VERSION})")
+        meta, entries = data.get("meta", {}), data.get("matrices")
+        if not isinstance(meta, dict):
+            raise PlanError("pgb.json meta must be an object")
+        if not isinstance(entries, list) or not entries:
+            raise PlanError("pgb.json is malformed: matrices must be a non-empty list")
+        mats = [MatrixPlan.from_json(m, i) for i, m in enumerate(entries)]
+        seen = set()
         for mp in mats:
-            mp.validate()
-        return cls(mats, data.get("meta", {}))
+            if mp.name in seen:
+                raise PlanError(f"pgb.json names {mp.name} twice")
+            seen.add(mp.name)
+        return cls(mats, meta)
+
+    def check_matches(self, refs) -> None:
+        """Every matrix of the model (MatrixRef-like: name, layer, kind, shape) is planned
+        exactly once, with its own layer, kind and shape."""
+        mine = {mp.name: mp for mp in self.matrices}
+        theirs = {r.name: r for r in refs}
+        if set(mine) != set(theirs):
+            extra, absent = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+            raise PlanError(f"pgb.json names {len(mine)} matrices that do not match the model's {len(theirs)}"
+                            + (f": {extra[0]} is not in the model" if extra else f": {absent[0]} is missing"))
+        for r in refs:
+            mp = mine[r.name]
+            if (mp.layer, mp.kind, tuple(mp.shape)) != (r.layer, r.kind, tuple(r.shape)):
+                raise PlanError(f"pgb.json {r.name}: layer {mp.layer}, {mp.kind}, shape {list(mp.shape)} "
+                                f"where the model has layer {r.layer}, {r.kind}, shape {list(r.shape)}")
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise PlanError(f"cannot read {path}: {e}") from None
-        return cls.from_json(data)
+        return cls.from_json(read_object(path, PlanError, "pgb.json"))
 
 
 def uniform_plan(refs, groups: int, seed: int = 0) -> Plan:

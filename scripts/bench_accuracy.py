@@ -46,7 +46,7 @@ def main() -> None:
         path = Path(args.models) / fixture
         task = fixture_task(path)
         data = glue_dir(None)
-        train, dev = load_split(task, "train", data), load_split(task, "dev", data)
+        train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
         model, tok = modeldir.load(path)
         rng = random.Random(0)
         samples = make_batches(encode(tok, rng.sample(train, min(args.samples, len(train))), args.max_len), 32)

@@ -60,7 +60,7 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
 def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
     model, tok = modeldir.load(path)
     task = fixture_task(path)
-    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)), samples)
+    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)).examples, samples)
     scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
     plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6)
     repermute.apply_plan(model, plan)

@@ -39,7 +39,7 @@ def main() -> None:
     fixture = Path(args.fixture)
     model, tok = modeldir.load(fixture)
     task = fixture_task(fixture)
-    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)), args.samples)
+    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)).examples, args.samples)
     batches = make_batches(encode(tok, rows, 128), 32)
     t0 = time.perf_counter()
     scores = importance.score(model, batches, progress=False)

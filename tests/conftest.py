@@ -60,7 +60,7 @@ def pruned_sst2(tmp_path_factory):
     from pruning import bert, budget, importance, repermute
 
     model, tok = modeldir.load(MODELS / "minilm-sst2")
-    rows = load_split(get_task("sst2"), "train", GLUE)[:64]
+    rows = load_split(get_task("sst2"), "train", GLUE).examples[:64]
     scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
     plan = budget.plan_pgb(bert.matrices(model), scores, 0.5, nperm=2)
     repermute.apply_plan(model, plan)

@@ -28,12 +28,19 @@ def assert_clean_error(result, needle):
 @needs_shared
 @pytest.mark.parametrize("args, needle", [
     (["/nonexistent/model", "--task", "sst2", "--target", "0.5"], "does not exist"),
-    ([str(GLUE), "--task", "sst2", "--target", "0.5"], "no readable config.json"),
+    ([str(GLUE), "--task", "sst2", "--target", "0.5"], "has no config.json"),
     ([SST2, "--task", "nosuch", "--target", "0.5"], "unknown task"),
-    ([SST2, "--task", "sst2", "--target", "1.0"], "--target must be in (0, 1)"),
-    ([SST2, "--task", "sst2", "--target", "0"], "--target must be in (0, 1)"),
+    ([SST2, "--task", "sst2", "--target", "1.0"], "--target: must be in (0, 1)"),
+    ([SST2, "--task", "sst2", "--target", "0"], "--target: must be in (0, 1)"),
+    ([SST2, "--task", "sst2", "--target", "nan"], "--target: must be finite"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--finetune-epochs", "nan"], "--finetune-epochs: must be finite"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--lr", "inf"], "--lr: must be finite"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--batch-size", "0"], "--batch-size: must be in [1, 4096]"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--samples", "2.5"], "--samples: expected an integer"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--tau", "nan"], "--tau must be 'auto' or a finite"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--tau", "-1"], "--tau must be 'auto' or a finite"),
     ([SST2, "--task", "sst2", "--target", "0.5", "--glue-dir", "/nonexistent"], "missing train data"),
-    ([SST2, "--task", "stsb", "--target", "0.5"], "has 2 labels, stsb needs 1"),
+    ([SST2, "--task", "stsb", "--target", "0.5"], "the model has 2 labels, stsb needs 1"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"

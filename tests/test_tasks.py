@@ -16,8 +16,9 @@ DEV_POSITIVES = {"sst2": (1, 444), "mrpc": (1, 279), "rte": (0, 146), "cola": (1
 @needs_shared
 @pytest.mark.parametrize("task, split", sorted(COUNTS))
 def test_local_tsvs_read_with_official_counts(task, split):
-    examples = load_split(get_task(task), split, GLUE)
-    assert len(examples) == COUNTS[(task, split)]
+    read = load_split(get_task(task), split, GLUE)
+    examples = read.examples
+    assert len(examples) == COUNTS[(task, split)] == read.rows and read.skipped == 0
     t = get_task(task)
     assert (examples[0].text_b is None) == (len(t.text) == 1)
     if split == "dev" and task in DEV_POSITIVES:
@@ -27,9 +28,9 @@ def test_local_tsvs_read_with_official_counts(task, split):
 
 @needs_shared
 def test_quirks_bom_stray_quotes_and_floats():
-    mrpc = load_split(get_task("mrpc"), "dev", GLUE)
+    mrpc = load_split(get_task("mrpc"), "dev", GLUE).examples
     assert mrpc[0].text_b.startswith('" The foodservice')  # quoting disabled: the quote stays
-    stsb = load_split(get_task("stsb"), "dev", GLUE)
+    stsb = load_split(get_task("stsb"), "dev", GLUE).examples
     assert isinstance(stsb[0].label, float) and stsb[0].label == 5.0
 
 
@@ -50,3 +51,33 @@ def test_metrics_match_hand_computed_values():
     r = metrics(get_task("stsb"), np.array([[1.0], [2.0], [3.0]]), np.array([1.0, 2.0, 4.0]))
     assert r["spearman"] == pytest.approx(1.0)
     assert r["pearson"] == pytest.approx(0.9819805)
+
+
+def write_split(root, folder, text: bytes, name="dev.tsv"):
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / name).write_bytes(text)
+
+
+def test_a_few_bad_rows_are_counted_not_hidden(tmp_path):
+    rows = "".join(f"sentence {i}\t{i % 2}\n" for i in range(100))
+    write_split(tmp_path, "SST-2", ("sentence\tlabel\n" + rows + "short row\nodd\t7\n").encode())
+    read = load_split(get_task("sst2"), "dev", tmp_path)
+    assert (read.rows, read.skipped, len(read.examples)) == (102, 2, 100)
+    assert "skipped 2 of 102 rows" in read.note() and "line 102: 1 columns, 2 needed" in read.note()
+
+
+@pytest.mark.parametrize("task, folder, text, needle", [
+    ("sst2", "SST-2", b"", "is empty"),
+    ("sst2", "SST-2", b"sentence\tlabel\n", "has no data rows"),
+    ("sst2", "SST-2", b"sentence\tlabel\nfine\t1\ncaf\xe9\t0\n", "not UTF-8 text (line 3"),
+    ("sst2", "SST-2", b"text\tlabel\na\t1\n", "does not have the sst2 columns"),
+    ("sst2", "SST-2", b"sentence\tlabel\n" + b"a\tpositive\n" * 20, "20 of 20 rows cannot be read"),
+    ("stsb", "STS-B", b"sentence1\tsentence2\tscore\n" + b"a\tb\t2.5\n" * 10 + b"a\tb\tN/A\n",
+     "1 of 11 rows cannot be read as stsb (first: line 12: score 'N/A' is not a number)"),
+    ("stsb", "STS-B", b"sentence1\tsentence2\tscore\n" + b"a\tb\tnan\n" * 3, "score 'nan' is not a number"),
+])
+def test_unreadable_data_is_one_clear_error(tmp_path, task, folder, text, needle):
+    write_split(tmp_path, folder, text)
+    with pytest.raises(DataError) as e:
+        load_split(get_task(task), "dev", tmp_path)
+    assert needle in str(e.value) and "\n" not in str(e.value)
