@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT profile: sequence length to tune for (default: the 95th percentile of the "
                         "task's dev lengths with --task, else 64)")
     p.add_argument("--timing-cache", default=None,
-                   help="TensorRT timing cache file, reused across builds (default ~/.cache/pgb-export/trt.cache)")
+                   help="TensorRT timing cache file, reused and extended across builds (default: one per "
+                        "GPU model and TensorRT version in ~/.cache/pgb-export)")
     p.add_argument("--plugin", action="store_true",
                    help="also write onnx/model.plugin.onnx, grouped linears as pgb::GroupedLinear nodes "
                         "(plugins/ kernel), and prove each distinct kernel compiles for sm_90a with the "
@@ -95,8 +96,11 @@ def _check_flags(args) -> None:
     """What argparse's types cannot see; before anything is computed or written."""
     if args.opt_seq is not None and args.opt_seq > args.max_seq:
         raise UsageError(f"--opt-seq {args.opt_seq} is longer than --max-seq {args.max_seq}")
+    if args.trt and args.task and args.max_len > args.max_seq:
+        raise UsageError(f"--max-len {args.max_len} is longer than the engine's --max-seq {args.max_seq}: "
+                         f"the dev set could not be fed to it")
     if args.trt:
-        trt_engine.require_tensorrt()
+        trt_engine.require_tensorrt(plugin=args.plugin)
     modeldir.check_output(args.out, _inputs(args), args.force)
 
 
@@ -191,12 +195,13 @@ def export(args) -> dict:
         model.config.save_pretrained(tmp / "onnx")
         tok.save_pretrained(tmp / "onnx")
         if args.triton:
-            from .triton import write_repository
+            from .triton import engine_notes, write_repository
             report["triton"] = [write_repository(tmp / "triton", data, model.config, args.max_batch,
                                                  args.triton_backend)]
             if args.trt:
                 report["triton"].append(write_repository(tmp / "triton", extra_files["trt/model.plan"], model.config,
-                                                         args.max_batch, "tensorrt", "pgb_bert_trt"))
+                                                         args.max_batch, "tensorrt", "pgb_bert_trt",
+                                                         engine_notes(report["tensorrt"]["build"])))
         report["seconds"] = round(time.perf_counter() - t0, 2)
         write_atomic(tmp / "report.json", report)
     return report
@@ -277,16 +282,17 @@ def _build_and_check_engine(args, model, plan, tok, texts, dev_set: DevSet | Non
     opt_seq = args.opt_seq or (int(np.percentile(dev_set.lengths(), 95)) if dev_set else 64)
     spec = trt_engine.EngineSpec(args.precision, args.max_batch, args.max_seq, max(1, args.max_batch // 2),
                                  min(opt_seq, args.max_seq))
-    cache = Path(args.timing_cache) if args.timing_cache else modeldir.cache_dir() / "trt.cache"
+    cache = Path(args.timing_cache) if args.timing_cache else trt_engine.default_timing_cache(modeldir.cache_dir())
     engine, info = trt_engine.build(graph.SerializeToString(), spec, cache, plugin=args.plugin)
-    runner = trt_engine.EngineRunner(engine, plugin=args.plugin)
     atol = BERT_IO.atol_fp16 if fp16 else BERT_IO.atol_fp32
-    check = check_outputs(FunctionSession(runner.run), model, tok, texts, atol)
-    parity.failures += [f"TensorRT: {f}" for f in check.failures]
-    out = {"build": info, "parity": check.to_json()}
-    if dev_set:
-        tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
-        out["accuracy"] = dev_set.compare("tensorrt", runner.run, tol, parity)
+    batch_sizes, lengths = spec.parity_shapes()
+    with trt_engine.open_engine(engine, plugin=args.plugin) as run:
+        check = check_outputs(FunctionSession(run), model, tok, texts, atol, batch_sizes, lengths)
+        parity.failures += [f"TensorRT: {f}" for f in check.failures]
+        out = {"build": info, "parity": check.to_json()}
+        if dev_set:
+            tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
+            out["accuracy"] = dev_set.compare("tensorrt", run, tol, parity)
     return engine, out
 
 

@@ -21,10 +21,12 @@ class TritonConfigError(ValueError):
 
 
 def config_text(name: str, num_labels: int, max_batch: int, backend: str = "onnxruntime",
-                instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000) -> str:
-    """config.pbtxt: batch dimension implicit (max_batch_size > 0), sequence dynamic (-1)."""
+                instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000, notes: tuple[str, ...] = ()) -> str:
+    """config.pbtxt: batch dimension implicit (max_batch_size > 0), sequence dynamic (-1);
+    `notes` become comment lines at the top."""
     inputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in BERT_IO.inputs)
-    return (f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
+    return ("".join(f"# {line}\n" for line in notes)
+            + f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
             f"input [\n{inputs}\n]\n"
             f'output [\n  {{ name: "{BERT_IO.output}" data_type: TYPE_FP32 dims: [ {num_labels} ] }}\n]\n'
             f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"
@@ -44,12 +46,26 @@ def parse_config(text: str):
         raise TritonConfigError(f"config.pbtxt does not parse as a Triton ModelConfig: {e}") from None
 
 
+def engine_notes(build: dict) -> tuple[str, ...]:
+    """What Triton's tensorrt_plan backend needs to load a TensorRT engine of ours, from its
+    build.json. The plugin claim is NVIDIA's documented AOT behaviour, not verified here."""
+    notes = (f"TensorRT engine built with TensorRT {build['tensorrt']} on {build['gpu']} "
+             f"(compute capability {build['compute_capability']}).",
+             f"Serve it with a Triton release whose TensorRT is exactly {build['tensorrt']}, on a GPU of the "
+             f"same compute capability: engines load only there.",
+             f"Profile: batch 1..{build['max_batch']}, sequence 1..{build['max_seq']}; requests outside it fail.")
+    if build.get("plugin"):
+        notes += ("pgb::GroupedLinear runs as PTX embedded in the engine (TensorRT AOT plugin): no Python and "
+                  "no plugin library are needed at serving time, per NVIDIA's docs (not verified by pgb-export).",)
+    return notes
+
+
 def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: int,
-                     backend: str = "onnxruntime", name: str = "pgb_bert") -> dict:
+                     backend: str = "onnxruntime", name: str = "pgb_bert", notes: tuple[str, ...] = ()) -> dict:
     """Write one model of the repository under `root` (model.onnx, or model.plan for the
     tensorrt backend); returns what was written, for report.json."""
     kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU"}.get(backend, "KIND_AUTO")
-    text = config_text(name, model_config.num_labels, max_batch, backend, kind)
+    text = config_text(name, model_config.num_labels, max_batch, backend, kind, notes=notes)
     parsed = parse_config(text)
     version = root / name / "1"
     version.mkdir(parents=True)
@@ -58,4 +74,4 @@ def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: in
     if backend == "python":
         shutil.copy(MODEL_PY, version / "model.py")
     return {"model": name, "backend": parsed.backend, "max_batch_size": parsed.max_batch_size,
-            "path": f"triton/{name}"}
+            "path": f"triton/{name}", **({"notes": list(notes)} if notes else {})}

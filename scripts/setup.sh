@@ -7,7 +7,14 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,kernels]" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import torch, transformers, tritonclient.grpc, pruning, pgb_export"
+.venv/bin/python -c "import torch, transformers, tritonclient.grpc, polygraphy, pruning, pgb_export"
+# NVIDIA's TensorRT bindings wheels of the oldest and newest TensorRT the plugin supports, each
+# in its own folder, never on sys.path: only their pure-Python tensorrt.plugin package is used,
+# by tests/test_trt_plugin_layer.py (the native core needs libnvinfer, which no registry here has).
+for v in 10.9.0.34 11.4.0.106; do
+    [ -d ".venv/trt-bindings/$v/tensorrt_bindings/plugin" ] || .venv/bin/python -m pip install -q \
+        --disable-pip-version-check --no-deps --target ".venv/trt-bindings/$v" "tensorrt-cu12-bindings==$v" 2>&1 | grep -v "is ignored" || true
+done
 # A second environment for the tritonserver binary of nvidia-pytriton (its python backend
 # needs numpy<2); used by the Triton integration test (pgb_export.triton_server).
 [ -x .venv-triton/bin/python ] || "$PY" -m venv .venv-triton

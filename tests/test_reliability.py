@@ -210,6 +210,7 @@ def test_separate_tokenizer_and_label_count(world, tmp_path):
     (["--max-len", "nan"], "--max-len: expected an integer"),
     (["--opset", "12"], "--opset: must be in [17,"),
     (["--opt-seq", "256"], "--opt-seq 256 is longer than --max-seq 128"),
+    (["--trt", "--task", "sst2", "--max-len", "256"], "--max-len 256 is longer than the engine's --max-seq 128"),
 ])
 def test_export_flags_are_checked(world, tmp_path, flags, needle):
     code, err = call(export_cli, str(world["pruned"]), "--out", str(tmp_path / "d"), *flags)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pgb_export.triton import TritonConfigError, config_text, parse_config
+from pgb_export.triton import TritonConfigError, config_text, engine_notes, parse_config, write_repository
 from tests.conftest import ROOT, needs_shared
 
 VENV = ROOT / ".venv-triton"
@@ -22,6 +22,26 @@ def test_config_parses_as_triton_model_config():
     assert cfg.HasField("dynamic_batching")
     with pytest.raises(TritonConfigError, match="does not parse"):
         parse_config(config_text("m", 3, 16).replace("max_batch_size", "max_batch_sizes"))
+
+
+def test_engine_model_states_what_serving_it_needs(tmp_path):
+    """The tensorrt_plan model's config carries the TensorRT version, GPU and profile of its
+    build.json as comments, and still parses as Triton's ModelConfig."""
+    from types import SimpleNamespace
+    build = {"tensorrt": "10.13.3.9", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+             "max_batch": 32, "max_seq": 128, "plugin": True}
+    written = write_repository(tmp_path, b"engine", SimpleNamespace(num_labels=2), 32, "tensorrt", "pgb_bert_trt",
+                               engine_notes(build))
+    text = (tmp_path / "pgb_bert_trt" / "config.pbtxt").read_text()
+    cfg = parse_config(text)
+    assert cfg.backend == "tensorrt" and cfg.instance_group[0].kind == 1  # KIND_GPU
+    assert (tmp_path / "pgb_bert_trt" / "1" / "model.plan").read_bytes() == b"engine"
+    comments = [line for line in text.splitlines() if line.startswith("# ")]
+    assert "exactly 10.13.3.9" in comments[1] and "compute capability 9.0" in comments[0]
+    assert "sequence 1..128" in comments[2] and "AOT plugin" in comments[3] and "not verified" in comments[3]
+    assert written["notes"] == [c[2:] for c in comments]
+    build["plugin"] = False
+    assert len(engine_notes(build)) == 3
 
 
 @needs_shared
