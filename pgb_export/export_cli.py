@@ -15,7 +15,8 @@ from pruning import bert, cost, repermute
 from pruning.jsonfile import write_atomic
 from pruning.plan import Plan, PlanError
 
-from . import modeldir, trt_compat, trt_engine
+from . import __version__, modeldir, trt_compat, trt_engine
+from .model_card import card
 from .batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=number(int, 1, 65536), default=32, help="Triton max_batch_size (default 32)")
     p.add_argument("--force", action="store_true", help="replace DEPLOY_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -141,6 +143,7 @@ def export(args) -> dict:
     model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
     if task:
         modeldir.check_labels(model.config, task.num_labels, task.name)
+        modeldir.name_labels(model.config, task.label_names)
     plan = load_plan(model_dir, model)
 
     graph = _graph(model, plan, args, plugin=False, fp16=args.fp16)
@@ -204,6 +207,7 @@ def export(args) -> dict:
                                                          engine_notes(report["tensorrt"]["build"])))
         report["seconds"] = round(time.perf_counter() - t0, 2)
         write_atomic(tmp / "report.json", report)
+        (tmp / "README.md").write_text(_card(report))
     return report
 
 
@@ -294,6 +298,21 @@ def _build_and_check_engine(args, model, plan, tok, texts, dev_set: DevSet | Non
             tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
             out["accuracy"] = dev_set.compare("tensorrt", run, tol, parity)
     return engine, out
+
+
+def _card(report: dict) -> str:
+    facts = {"method": report["method"], "precision": report["graph"]["precision"],
+             "prunable weights kept (live)": f"{report['params']['live']:,} of {report['params']['total']:,}",
+             "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
+             "parity, max abs logit difference": f"{report['parity']['max_abs_diff']:.2e} "
+                                                 f"(tolerance {report['parity']['atol']:g})"}
+    acc = report.get("accuracy")
+    metrics = {runtime: acc[runtime] for runtime in ("pytorch", "onnx")} if acc else None
+    usage = ("`onnx/` is a Hugging Face ONNX model directory (model.onnx, config.json, tokenizer): ONNX "
+             "Runtime, or optimum's ORTModelForSequenceClassification, loads it. `triton/` (with "
+             "--triton) is a Triton Inference Server model repository; `report.json` holds every check.")
+    return card(f"{Path(report['model_dir']).name}, exported for serving", report["model_dir"],
+                "text-classification", "onnx", facts, metrics, usage)
 
 
 def summary(report: dict) -> str:

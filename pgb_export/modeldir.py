@@ -133,6 +133,16 @@ def max_tokens(config, requested: int) -> int:
     return min(requested, limit)
 
 
+def name_labels(config, names: tuple[str, ...] | None) -> None:
+    """Give the classes their task's names in id2label/label2id, unless the model already has
+    names of its own (anything but transformers' LABEL_i placeholders)."""
+    if not names or len(names) != config.num_labels:
+        return
+    if all(re.fullmatch(r"LABEL_\d+", str(v)) for v in config.id2label.values()):
+        config.id2label = dict(enumerate(names))
+        config.label2id = {n: i for i, n in enumerate(names)}
+
+
 def check_labels(config, num_labels: int, task_name: str) -> None:
     """The model's head must have as many outputs as the task has labels."""
     if config.num_labels != num_labels:

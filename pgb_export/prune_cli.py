@@ -12,7 +12,8 @@ import torch
 from pruning import ablations, bert, compensation, cost, finetune, grouping, importance, repermute
 from pruning.jsonfile import write_atomic
 
-from . import modeldir
+from . import __version__, modeldir
+from .model_card import card
 from .batching import encode, evaluate, make_batches
 from .cli_common import Parser, UsageError, number, run, table
 from .tasks import Split, Task, get_task, glue_dir, load_split
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -163,6 +165,7 @@ def prune(args) -> dict:
         lap("embedded_finetune")
     model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
     modeldir.check_labels(model.config, task.num_labels, task.name)
+    modeldir.name_labels(model.config, task.label_names)
     max_len = modeldir.max_tokens(model.config, args.max_len)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -217,9 +220,25 @@ def prune(args) -> dict:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         plan.save(tmp / "pgb.json")
+        (tmp / "README.md").write_text(_card(report))
         lap("save")
         write_atomic(tmp / "report.json", report)
     return report
+
+
+def _card(report: dict) -> str:
+    facts = {"task": report["task"], "method": report["method"], "target ratio": report["target"],
+             "achieved ratio (prunable weights removed)": f"{report['achieved_ratio']:.4f}",
+             "prunable weights kept": f"{report['params_kept']:,} of {report['params_total']:,}",
+             "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
+             "layers": ", ".join(f"{k} {v}" for k, v in report["plan"].items() if k in ("ffn_layers_kept",
+                                                                                     "ffn_layers_dropped"))}
+    usage = ("`AutoModelForSequenceClassification.from_pretrained(dir)` computes the pruned model (its "
+             "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
+             "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
+    return card(f"{Path(report['model_dir']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
+                report["model_dir"], "text-classification", "transformers", facts,
+                {k: v for k, v in report["metrics"].items()}, usage)
 
 
 def _note_skipped(splits) -> None:

@@ -41,6 +41,7 @@ class Task:
     dev_file: str = "dev.tsv"
     hub_text: tuple[str, ...] = ("sentence1", "sentence2")
     hub_dev: str = "validation"
+    names: tuple[str, ...] | None = None  # human names of the classes (the Hub's GLUE label names)
 
     @property
     def num_labels(self) -> int:
@@ -50,22 +51,31 @@ class Task:
     def is_regression(self) -> bool:
         return self.labels is None
 
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        """Class names for id2label: the Hub's where the files' labels are bare digits."""
+        return self.names or self.labels
+
 
 # Label orders follow the Hub's GLUE configs, so Hub-trained checkpoints agree with ours.
 TASKS = {t.name: t for t in (
-    Task("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy", hub_text=("sentence",)),
-    Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "accuracy"),
+    Task("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy", hub_text=("sentence",),
+         names=("negative", "positive")),
+    Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "accuracy",
+         names=("not_equivalent", "equivalent")),
     Task("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy"),
-    Task("cola", "CoLA", (3,), 1, ("0", "1"), "mcc", header=False, hub_text=("sentence",)),
+    Task("cola", "CoLA", (3,), 1, ("0", "1"), "mcc", header=False, hub_text=("sentence",),
+         names=("unacceptable", "acceptable")),
     Task("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "spearman"),
     Task("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"),
          "accuracy", hub_text=("question", "sentence")),
     Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), "accuracy",
-         hub_text=("question1", "question2")),
+         hub_text=("question1", "question2"), names=("not_duplicate", "duplicate")),
     Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
          ("entailment", "neutral", "contradiction"), "accuracy", dev_file="dev_matched.tsv",
          hub_text=("premise", "hypothesis"), hub_dev="validation_matched"),
-    Task("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy"),
+    Task("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy",
+         names=("not_entailment", "entailment")),
 )}
 
 

@@ -48,6 +48,10 @@ def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
     assert report["params"]["kept"] == plan.kept
     assert report["graph"]["census"]["encoder_weight_params"] == report["params"]["live"] <= plan.kept
     assert {"config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in (out / "onnx").iterdir()}
+    config = json.loads((out / "onnx" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}  # the task's names, not LABEL_i
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\npipeline_tag: text-classification\n") and "| onnx |" in card
 
 
 @needs_shared

@@ -48,6 +48,12 @@ def test_bad_input_one_line_nothing_written(tmp_path, args, needle):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_version():
+    r = subprocess.run([sys.executable, "-m", "pgb_export.prune_cli", "--version"], capture_output=True, text=True)
+    from pgb_export import __version__
+    assert r.returncode == 0 and r.stdout.strip() == f"pgb-prune {__version__}"
+
+
 def test_non_bert_model_is_rejected(tmp_path):
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -84,6 +90,10 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
     assert report["metrics"]["vanilla"]["accuracy"] > 0.6
     assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
+    assert report["data"]["dev"] == {"source": str(GLUE / "SST-2" / "dev.tsv"), "rows": 872, "used": 872, "skipped": 0}
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card and f"| {report['achieved_ratio']:.4f} |" in card
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     grouped = [m for m in report["matrices"] if m["groups"] > 1]
     assert grouped and all(m["captured"] <= m["captured_if"]["topk"] + 1e-9 for m in grouped)
 
