@@ -1,4 +1,5 @@
-"""A pruned (or dense) BertForSequenceClassification as an ONNX graph.
+"""A pruned (or dense) BERT-family sequence classifier (BERT, RoBERTa, DistilBERT: the
+family's paths, embeddings and head come from pruning.families) as an ONNX graph.
 
 The graph is written op by op from the weights, so that every grouped linear becomes a
 grouped MatMul subgraph and every exact simplification of PGB.md section 8 is made:
@@ -21,6 +22,7 @@ from onnx import helper
 from torch import nn
 
 from pruning import bert
+from pruning.families import Family, UnsupportedFamily, family, layer_norm_eps
 from pruning.plan import MatrixPlan, Plan
 
 from .bert_io import BERT_IO
@@ -56,16 +58,26 @@ class _Weights:
         return self.sd[f"{name}.weight"].T, self.sd[f"{name}.bias"]
 
 
-def _check_supported(model: nn.Module) -> None:
+def _check_supported(model: nn.Module) -> Family:
     cfg = model.config
-    if cfg.model_type != "bert":
-        raise ExportError(f"unsupported architecture {cfg.model_type!r}: only BERT is exported")
-    if cfg.hidden_act != "gelu":
-        raise ExportError(f"unsupported activation {cfg.hidden_act!r}: only erf GELU ('gelu')")
+    try:
+        f = family(model)
+    except UnsupportedFamily as e:
+        raise ExportError(str(e)) from None
+    act = getattr(cfg, f.activation_attr)
+    if act != "gelu":
+        raise ExportError(f"unsupported activation {act!r}: only erf GELU ('gelu')")
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         raise ExportError("only absolute position embeddings are supported")
-    if not isinstance(getattr(model, "classifier", None), nn.Linear) or getattr(model.base_model, "pooler", None) is None:
-        raise ExportError("only BertForSequenceClassification (pooler + linear classifier) is exported")
+    for path, _ in f.classifier:
+        try:
+            ok = isinstance(model.get_submodule(path.format(base=model.base_model_prefix)), nn.Linear)
+        except AttributeError:
+            ok = False
+        if not ok:
+            raise ExportError(f"only {f.name}'s sequence-classification head is exported; this model has no "
+                              f"linear {path.format(base=model.base_model_prefix)}")
+    return f
 
 
 def _layer_norm(g: Graph, x: str, w: _Weights, prefix: str, eps: float) -> str:
@@ -79,16 +91,16 @@ def _heads(g: Graph, y: str, heads: int, dh: int, perm: list[int]) -> str:
     return g.op("Transpose", [t], "Transpose", perm=perm)
 
 
-def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts) -> str:
+def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     q, k, v, o = plans
     d, heads = cfg.hidden_size, cfg.num_attention_heads
     dh = d // heads
     scale = 1.0 / math.sqrt(dh)
     (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (w.linear(mp.name) for mp in plans)
-    ln = f"{layer_prefix}.attention.output.LayerNorm"
+    ln, eps = f"{layer_prefix}.{f.attention_norm}", layer_norm_eps(f, cfg)
     if v.groups == 0 or o.groups == 0:
         const = bo + (bv @ wo if o.groups else 0.0)
-        return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, cfg.layer_norm_eps)
+        return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, eps)
     ident = np.arange(d)
     if q.groups:
         qh = _heads(g, linear(g, x, None, wq * scale, bq * scale, q, ident, opts)[0], heads, dh, [0, 2, 1, 3])
@@ -104,16 +116,16 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts) -> str:
     ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
     ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
     out, _ = linear(g, ctx, None, wo, bo, o, ident, opts)
-    return _layer_norm(g, g.op("Add", [out, x], "Add"), w, ln, cfg.layer_norm_eps)
+    return _layer_norm(g, g.op("Add", [out, x], "Add"), w, ln, eps)
 
 
-def _ffn(g, x, w, plans, layer_prefix, cfg, opts) -> str:
+def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     f1, f2 = plans
     (w1, b1), (w2, b2) = (w.linear(mp.name) for mp in plans)
-    ln = f"{layer_prefix}.output.LayerNorm"
+    ln, eps = f"{layer_prefix}.{f.ffn_norm}", layer_norm_eps(f, cfg)
     if f1.groups == 0 or f2.groups == 0:
         const = b2 + (_gelu(b1) @ w2 if f2.groups else 0.0)
-        return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, cfg.layer_norm_eps)
+        return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, eps)
     # FFN2 grouped: FFN1 delivers its output straight in FFN2's row order (GELU is
     # elementwise); FFN2 dense: FFN1 keeps its natural order and FFN2's rows absorb it.
     want = np.asarray(f2.row_perm) if f2.groups > 1 else None
@@ -122,34 +134,49 @@ def _ffn(g, x, w, plans, layer_prefix, cfg, opts) -> str:
                                      g.const(np.array(1.0), "one")], "Add")], "Mul")
     h = g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
     y, _ = linear(g, h, h_order, w2, b2, f2, np.arange(cfg.hidden_size), opts)
-    return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, cfg.layer_norm_eps)
+    return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, eps)
+
+
+def _embeddings(g: Graph, w: _Weights, f: Family, prefix: str, cfg, mask_f: str) -> str:
+    """Words + positions (+ token types), then LayerNorm. RoBERTa's positions count the
+    attended tokens (padding_idx + 1 onwards, padding_idx on padding), as its
+    create_position_ids_from_input_ids does for any input whose padding is masked."""
+    ids = f.inputs[0]
+    words = g.op("Gather", [g.const(w(f"{prefix}.{f.word_embeddings}.weight"), "word_embeddings"), ids], "Gather")
+    if f.positions == "absolute":
+        seq = g.op("Gather", [g.op("Shape", [ids], "Shape"), g.const(np.array(1, np.int64), "one")], "Gather")
+        positions = g.op("Range", [g.const(np.array(0, np.int64), "zero"), seq, g.const(np.array(1, np.int64), "one")],
+                         "Range")
+    else:  # after_padding, counted in the float type (exact far beyond any position table)
+        count = g.op("Mul", [g.op("CumSum", [mask_f, g.const(np.array(1, np.int64), "axis")], "CumSum"), mask_f], "Mul")
+        count = g.op("Add", [count, g.const(np.array(float(cfg.pad_token_id)), "padding_idx")], "Add")
+        positions = g.op("Cast", [count], "Cast", to=onnx.TensorProto.INT64)
+    x = g.op("Add", [words, g.op("Gather", [g.const(w(f"{prefix}.{f.position_embeddings}.weight"),
+                                                    "position_embeddings"), positions], "Gather")], "Add")
+    types = w(f"{prefix}.{f.token_type_embeddings}.weight") if f.token_type_embeddings else None
+    if "token_type_ids" in f.inputs:
+        x = g.op("Add", [x, g.op("Gather", [g.const(types, "token_type_embeddings"), "token_type_ids"], "Gather")], "Add")
+    elif types is not None:  # one token type, always 0: a constant row
+        x = g.op("Add", [x, g.const(types[0], "token_type_0")], "Add")
+    return _layer_norm(g, x, w, f"{prefix}.{f.embedding_norm}", layer_norm_eps(f, cfg))
 
 
 def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
           float_dtype=np.float32) -> onnx.ModelProto:
     """The ONNX graph computing `model` (its weights already pruned to `plan`).
     float_dtype=np.float16 stores weights and computes in fp16; logits stay fp32."""
-    _check_supported(model)
+    f = _check_supported(model)
     cfg = model.config
     w = _Weights(model)
     prefix = model.base_model_prefix
     g = Graph(float_dtype)
     io = BERT_IO
-    ids, mask_in, types = io.inputs
-
-    emb = f"{prefix}.embeddings"
-    words = g.op("Gather", [g.const(w(f"{emb}.word_embeddings.weight"), "word_embeddings"), ids], "Gather")
-    seq = g.op("Gather", [g.op("Shape", [ids], "Shape"), g.const(np.array(1, np.int64), "one")], "Gather")
-    positions = g.op("Range", [g.const(np.array(0, np.int64), "zero"), seq, g.const(np.array(1, np.int64), "one")], "Range")
-    pos = g.op("Gather", [g.const(w(f"{emb}.position_embeddings.weight"), "position_embeddings"), positions], "Gather")
-    typ = g.op("Gather", [g.const(w(f"{emb}.token_type_embeddings.weight"), "token_type_embeddings"), types], "Gather")
-    x = g.op("Add", [g.op("Add", [words, pos], "Add"), typ], "Add")
-    x = _layer_norm(g, x, w, f"{emb}.LayerNorm", cfg.layer_norm_eps)
     # additive mask (B, 1, 1, S): 0 where attended, the float minimum where padded
-    m = g.op("Cast", [mask_in], "Cast", to=tensor_type(float_dtype))
-    m = g.op("Mul", [g.op("Sub", [g.const(np.array(1.0), "one"), m], "Sub"),
+    mask_f = g.op("Cast", [f.inputs[1]], "Cast", to=tensor_type(float_dtype))
+    m = g.op("Mul", [g.op("Sub", [g.const(np.array(1.0), "one"), mask_f], "Sub"),
                      g.const(np.array(np.finfo(float_dtype).min), "mask_value")], "Mul")
     mask = g.op("Unsqueeze", [m, g.const(np.array([1, 2], np.int64), "axes")], "Unsqueeze")
+    x = _embeddings(g, w, f, prefix, cfg, mask_f)
 
     by_layer: dict[int, dict[str, MatrixPlan]] = {}
     for mp in plan.matrices:
@@ -157,20 +184,19 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
     for i, layer in enumerate(bert.encoder_layers(model)):
         g.scope = f"layer{i}"
         mps = by_layer[i]
-        layer_prefix = f"{prefix}.encoder.layer.{i}"
-        x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts)
-        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts)
+        layer_prefix = f"{bert.layer_prefix(model)}.{i}"
+        x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts, f)
+        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f)
 
     g.scope = "head"
-    cls = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "Gather", axis=1)
-    wp, bp = w.linear(f"{prefix}.pooler.dense")
-    pooled = g.op("Tanh", [g.op("Add", [g.op("MatMul", [cls, g.const(wp, "weight")], "MatMul"),
-                                        g.const(bp, "bias")], "Add")], "Tanh")
-    wc, bc = w.linear("classifier")
-    logits = g.op("Add", [g.op("MatMul", [pooled, g.const(wc, "weight")], "MatMul"), g.const(bc, "bias")], "Add")
-    g.nodes.append(helper.make_node("Cast", [logits], [io.output], name="head/output", to=FLOAT))
+    h = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "Gather", axis=1)  # [CLS] / <s>
+    for path, act in f.classifier:
+        wh, bh = w.linear(path.format(base=prefix))
+        h = g.op("Add", [g.op("MatMul", [h, g.const(wh, "weight")], "MatMul"), g.const(bh, "bias")], "Add")
+        h = g.op(act, [h], act) if act else h
+    g.nodes.append(helper.make_node("Cast", [h], [io.output], name="head/output", to=FLOAT))
 
     dims = [io.batch_axis, io.sequence_axis]
-    inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in io.inputs]
+    inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in f.inputs]
     outputs = [helper.make_tensor_value_info(io.output, FLOAT, [io.batch_axis, cfg.num_labels])]
     return g.model(inputs, outputs, "pgb-export")

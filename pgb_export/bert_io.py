@@ -1,5 +1,5 @@
 """BERT-family I/O facts, declared once: the ONNX writer, the Triton writer and the parity
-checker all read these."""
+checker all read these. Which inputs a graph takes is the family's (pruning.families)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,6 @@ import numpy as np
 
 @dataclass(frozen=True)
 class IOSpec:
-    inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
     input_dtype: type = np.int64
     output: str = "logits"
     batch_axis: str = "batch"
@@ -27,3 +26,9 @@ class IOSpec:
 
 
 BERT_IO = IOSpec()
+
+
+def model_inputs(model_or_config) -> tuple[str, ...]:
+    """The inputs the model's exported graph takes, in order."""
+    from pruning.families import family
+    return family(model_or_config).inputs

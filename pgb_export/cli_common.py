@@ -12,6 +12,7 @@ from pruning.plan import PlanError
 
 from .modeldir import ModelError
 from .tasks import DataError
+from .userdata import DataFiles
 
 KNOWN_ERRORS = (ModelError, DataError, PlanError)
 
@@ -54,6 +55,32 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
 
     parse.__name__ = kind.__name__  # argparse names the type in some messages
     return parse
+
+
+def add_data_flags(p: argparse.ArgumentParser, train: bool) -> None:
+    """Users' own labelled data instead of a GLUE --task (CSV, TSV, JSON, JSONL, Parquet)."""
+    g = p.add_argument_group("your own data (instead of --task; labels as the model's config names them)")
+    if train:
+        g.add_argument("--train-file", metavar="F", help="training rows: importance, compensation, re-finetuning")
+    g.add_argument("--dev-file", metavar="F", help="evaluation rows: the dev metric" + ("" if train else " parity"))
+    g.add_argument("--text-column", metavar="C", help="text column (default: the first of text, sentence, "
+                                                       "sentence1, question, review, content)")
+    g.add_argument("--text-pair-column", metavar="C", help="second text of a pair (default: sentence2 beside "
+                                                            "sentence1, question2 beside question1)")
+    g.add_argument("--label-column", metavar="C", default="label", help="label column (default: label)")
+
+
+def data_files(args) -> DataFiles | None:
+    """The user's data files, or None for a GLUE --task; rejects mixing the two."""
+    train = getattr(args, "train_file", None)
+    given = [f for f in ("train_file", "dev_file") if getattr(args, f, None)]
+    if args.task and given:
+        raise UsageError(f"--task reads GLUE data; --{given[0].replace('_', '-')} is for your own: give one or the other")
+    if not given:
+        return None
+    if hasattr(args, "train_file") and not (train and args.dev_file):
+        raise UsageError("your own data needs both --train-file and --dev-file")
+    return DataFiles(train, args.dev_file, args.text_column, args.text_pair_column, args.label_column)
 
 
 def run(prog: str, main: Callable[[], int], extra_errors: tuple = ()) -> int:

@@ -19,9 +19,10 @@ from . import __version__, modeldir, trt_compat, trt_engine
 from .model_card import card
 from .batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
-from .bert_io import BERT_IO
+from .bert_io import BERT_IO, model_inputs
 from .census import census, check_against_plan
-from .cli_common import Parser, UsageError, number, run, table
+from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
+from .userdata import load_file, user_task
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
 from .tasks import get_task, glue_dir, load_split, metrics
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "optionally write a Triton Inference Server model repository.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="pgb-prune output or fine-tuned BERT directory")
     p.add_argument("--out", required=True, metavar="DEPLOY_DIR", help="deployment directory to write")
-    p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set")
+    p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set "
+                                  "(or your own: --dev-file)")
     p.add_argument("--tokenizer", metavar="DIR",
                    help="tokenizer directory, when MODEL_DIR has none (default: MODEL_DIR's own)")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace DEPLOY_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_data_flags(p, train=False)
     return p
 
 
@@ -98,7 +101,8 @@ def _check_flags(args) -> None:
     """What argparse's types cannot see; before anything is computed or written."""
     if args.opt_seq is not None and args.opt_seq > args.max_seq:
         raise UsageError(f"--opt-seq {args.opt_seq} is longer than --max-seq {args.max_seq}")
-    if args.trt and args.task and args.max_len > args.max_seq:
+    data_files(args)  # --task and --dev-file together are refused here
+    if args.trt and (args.task or args.dev_file) and args.max_len > args.max_seq:
         raise UsageError(f"--max-len {args.max_len} is longer than the engine's --max-seq {args.max_seq}: "
                          f"the dev set could not be fed to it")
     if args.trt:
@@ -108,7 +112,7 @@ def _check_flags(args) -> None:
 
 def _inputs(args) -> list:
     """Every directory the run reads: --out must not overlap any of them."""
-    return [args.model_dir, args.tokenizer, glue_dir(args.glue_dir) if args.task else None]
+    return [args.model_dir, args.tokenizer, glue_dir(args.glue_dir) if args.task else None, args.dev_file]
 
 
 def load_plan(model_dir: Path, model) -> Plan:
@@ -136,11 +140,15 @@ def export(args) -> dict:
     t0 = time.perf_counter()
     model_dir = modeldir.check_model_dir(args.model_dir)
     task = get_task(args.task) if args.task else None
-    dev_split = load_split(task, "dev", glue_dir(args.glue_dir)) if task else None
+    dev_split = load_split(task, "dev", glue_dir(args.glue_dir)) if task else None  # before the model: fail fast
+    model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
+    files = data_files(args)
+    if files:  # the model says what the labels are; the file must use them
+        task = user_task(model.config, Path(files.dev).name)
+        dev_split = load_file(files.dev, files, task)
     if dev_split and dev_split.note():
         print(f"note: {dev_split.note()}", file=sys.stderr)
     dev = dev_split.examples if dev_split else None
-    model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
     if task:
         modeldir.check_labels(model.config, task.num_labels, task.name)
         modeldir.name_labels(model.config, task.label_names)
@@ -173,9 +181,10 @@ def export(args) -> dict:
     dev_set = None
     if task:
         # batches no larger than the TensorRT profile allows, so both runtimes share them
-        batches = make_batches(encode(tok, dev, modeldir.max_tokens(model.config, args.max_len)), args.max_batch)
+        batches = make_batches(encode(tok, dev, modeldir.max_tokens(model.config, args.max_len), model_inputs(model)),
+                               args.max_batch, pad_id=tok.pad_token_id or 0)
         dev_set = DevSet(task, batches, np.concatenate([b["labels"].numpy() for b in batches]),
-                         predict(model, batches, progress=not args.quiet))
+                         predict(model, batches, progress=not args.quiet), model_inputs(model))
         report["accuracy"] = dev_set.compare("onnx", lambda f: sess.run(None, f)[0], metric_tol, parity)
     extra_files = {}
     if args.plugin:
@@ -215,8 +224,8 @@ class DevSet:
     """The task's dev set, batched, with PyTorch's predictions computed once; each exported
     runtime is compared against them."""
 
-    def __init__(self, task, batches: list, labels: np.ndarray, torch_pred: np.ndarray):
-        self.task, self.batches, self.labels = task, batches, labels
+    def __init__(self, task, batches: list, labels: np.ndarray, torch_pred: np.ndarray, inputs: tuple[str, ...]):
+        self.task, self.batches, self.labels, self.inputs = task, batches, labels, inputs
         self.torch_metrics = metrics(task, torch_pred, labels)
 
     def lengths(self) -> np.ndarray:
@@ -225,7 +234,7 @@ class DevSet:
     def compare(self, runtime: str, run, tolerance: float, parity) -> dict:
         """Task metric of `run` (feeds -> logits) beside PyTorch's; a gap above `tolerance`
         points is added to the parity failures."""
-        pred = np.concatenate([run({k: b[k].numpy() for k in BERT_IO.inputs}) for b in self.batches])
+        pred = np.concatenate([run({k: b[k].numpy() for k in self.inputs}) for b in self.batches])
         mine, metric = metrics(self.task, pred, self.labels), self.task.main_metric
         gap = abs(self.torch_metrics[metric] - mine[metric]) * 100
         if gap > tolerance:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from pruning.bert import SUPPORTED_MODEL_TYPES
+from pruning import families
+from pruning.families import SUPPORTED_MODEL_TYPES, family
 from pruning.jsonfile import read_object
 
 
@@ -117,7 +118,8 @@ def _probe(model, tokenizer, path: Path, tokenizer_dir: Path) -> None:
                          f"hold {model.config.vocab_size}: they do not belong together")
     try:
         with torch.no_grad():
-            logits = model(**tokenizer(PROBE, return_tensors="pt")).logits
+            enc = tokenizer(PROBE, return_tensors="pt")
+            logits = model(**{k: v for k, v in enc.items() if k in family(model).inputs}).logits
     except Exception as e:
         raise ModelError(f"the model in {path} fails on a probe sentence: {_first_line(e)}") from None
     if not torch.isfinite(logits).all():
@@ -127,7 +129,7 @@ def _probe(model, tokenizer, path: Path, tokenizer_dir: Path) -> None:
 def max_tokens(config, requested: int) -> int:
     """The longest input the model takes, given what was asked for: its position table
     bounds it, with a note when that cuts the request short."""
-    limit = config.max_position_embeddings
+    limit = families.max_tokens(config)
     if requested > limit:
         print(f"note: the model takes at most {limit} tokens; using that instead of {requested}", file=sys.stderr)
     return min(requested, limit)

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bert_io import BERT_IO
+from pruning.families import max_tokens
+
+from .bert_io import BERT_IO, model_inputs
 
 
 class ParityError(AssertionError):
@@ -62,8 +64,10 @@ class FunctionSession:
         return [self.fn(inputs)]
 
 
-def feeds(encoded: dict) -> dict[str, np.ndarray]:
-    return {k: np.asarray(encoded[k], dtype=BERT_IO.input_dtype) for k in BERT_IO.inputs}
+def feeds(encoded: dict, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The graph's inputs from a tokenizer's output (which may hold more, e.g. DistilBERT's
+    tokenizer emits token_type_ids)."""
+    return {k: np.asarray(encoded[k], dtype=BERT_IO.input_dtype) for k in inputs}
 
 
 @torch.no_grad()
@@ -78,7 +82,7 @@ def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float
     texts: strings or (a, b) pairs."""
     report = ParityReport(atol)
     # Lengths beyond the model's position table cannot be fed to it at all.
-    lengths = sorted({min(length, model.config.max_position_embeddings) for length in lengths})
+    lengths = sorted({min(length, max_tokens(model.config)) for length in lengths})
     names = [o.name for o in session.get_outputs()]
     if names != [BERT_IO.output]:
         report.failures.append(f"outputs are {names}, expected [{BERT_IO.output!r}]")
@@ -89,7 +93,7 @@ def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float
             a = [t[0] if isinstance(t, tuple) else t for t in chunk]
             b = [t[1] for t in chunk] if isinstance(chunk[0], tuple) else None
             enc = tokenizer(a, b, padding="max_length", truncation=True, max_length=length, return_tensors="np")
-            inputs = feeds(enc)
+            inputs = feeds(enc, model_inputs(model))
             got = session.run(None, inputs)[0]
             want = torch_logits(model, inputs)
             if got.shape != want.shape:

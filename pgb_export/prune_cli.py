@@ -15,7 +15,9 @@ from pruning.jsonfile import write_atomic
 from . import __version__, modeldir
 from .model_card import card
 from .batching import encode, evaluate, make_batches
-from .cli_common import Parser, UsageError, number, run, table
+from .bert_io import model_inputs
+from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
+from .userdata import load_file, user_task
 from .tasks import Split, Task, get_task, glue_dir, load_split
 
 EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
                    help="fine-tuned BERT classifier directory; omit it to fine-tune the embedded "
                         f"MiniLM-L6 on {EMBEDDED_ROWS} rows of the task first (cached)")
-    p.add_argument("--task", required=True, help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli")
+    p.add_argument("--task", help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli "
+                                  "(or your own data: --train-file and --dev-file)")
     p.add_argument("--target", required=True, type=number(float, 0, 1, True, True), metavar="RATIO",
                    help="fraction of prunable weights to remove, in (0, 1); 0.5 = half")
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output model directory")
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_data_flags(p, train=True)
     return p
 
 
@@ -79,11 +83,18 @@ def _check_flags(args) -> None:
             tau = -1.0
         if not (tau >= 0 and tau != float("inf")):  # also false for nan
             raise UsageError(f"--tau must be 'auto' or a finite non-negative number, got {args.tau!r:.40}")
+    files = data_files(args)
+    if not args.task and not files:
+        raise UsageError("give a GLUE --task, or your own data with --train-file and --dev-file")
+    if files and not args.model_dir:
+        raise UsageError("your own data needs your own MODEL_DIR (the embedded default is tuned on a GLUE --task)")
     modeldir.check_output(args.out, _inputs(args), args.force)
 
 
 def _inputs(args) -> list:
     """Every directory the run reads: --out must not overlap any of them."""
+    if not args.task:
+        return [args.model_dir, args.tokenizer, args.train_file, args.dev_file]
     task = get_task(args.task)
     model = args.model_dir or embedded_cache(task, args)
     return [model, args.tokenizer, glue_dir(args.glue_dir), modeldir.embedded_encoder() if not args.model_dir else None]
@@ -118,7 +129,7 @@ def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
 
 def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
             compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
-            progress: bool, lap=lambda stage: None) -> tuple[dict, dict]:
+            progress: bool, pad_id: int = 0, lap=lambda stage: None) -> tuple[dict, dict]:
     """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
     structure frozen; returns ({"vanilla": metrics, "final": metrics}, compensation report)."""
     comp = {}
@@ -131,7 +142,7 @@ def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, tr
     lap("vanilla_eval")
     metrics["final"] = metrics["vanilla"]
     if epochs > 0 and train_enc:
-        finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e),
+        finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e, pad_id),
                           epochs, lr, masks, seed=seed, progress=progress)
         lap("finetune")
         metrics["final"] = evaluate(model, task, dev_batches, progress)
@@ -150,28 +161,35 @@ def prune(args) -> dict:
         seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 2)
         clock = now
 
-    task = get_task(args.task)
+    files = data_files(args)
     if args.model_dir:
         modeldir.check_model_dir(args.model_dir)
-    data = glue_dir(args.glue_dir)
-    splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
-    train, dev = splits["train"].examples, splits["dev"].examples
-    _note_skipped(splits.values())
+    if files is None:
+        task = get_task(args.task)
+        data = glue_dir(args.glue_dir)
+        splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
+        _note_skipped(splits.values())
     if args.model_dir:
         model_dir = Path(args.model_dir)
     else:
         lap("load")
-        model_dir = embedded_default(task, train, args, progress)
+        model_dir = embedded_default(task, splits["train"].examples, args, progress)
         lap("embedded_finetune")
     model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
+    if files:  # the model says what the labels are; the files must use them
+        task = user_task(model.config, Path(files.train).name)
+        splits = {"train": load_file(files.train, files, task), "dev": load_file(files.dev, files, task)}
+        _note_skipped(splits.values())
     modeldir.check_labels(model.config, task.num_labels, task.name)
     modeldir.name_labels(model.config, task.label_names)
+    train, dev = splits["train"].examples, splits["dev"].examples
     max_len = modeldir.max_tokens(model.config, args.max_len)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     sample_rows = rng.sample(train, min(args.samples, len(train)))
-    samples = make_batches(encode(tok, sample_rows, max_len), args.batch_size)
-    dev_batches = make_batches(encode(tok, dev, max_len), 64)
+    inputs, pad = model_inputs(model), tok.pad_token_id or 0
+    samples = make_batches(encode(tok, sample_rows, max_len, inputs), args.batch_size, pad_id=pad)
+    dev_batches = make_batches(encode(tok, dev, max_len, inputs), 64, pad_id=pad)
     lap("load")
 
     metrics = {"dense": evaluate(model, task, dev_batches, progress)}
@@ -189,11 +207,11 @@ def prune(args) -> dict:
     lap("planning")
 
     train_rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
-    train_enc = encode(tok, train_rows, max_len) if args.finetune_epochs > 0 else []
+    train_enc = encode(tok, train_rows, max_len, inputs) if args.finetune_epochs > 0 else []
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not args.no_compensation, epochs=args.finetune_epochs,
                               lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                              progress=progress, lap=lap)
+                              progress=progress, pad_id=pad, lap=lap)
     metrics.update(recovered)
 
     bad = repermute.violations(model, plan)

@@ -193,7 +193,7 @@ def _from_hub(task: Task, split: str) -> list[Example]:
         import datasets
     except ImportError:
         raise DataError("no local GLUE data found (give --glue-dir or set PGB_GLUE_DIR), and "
-                        "the Hub fallback needs `pip install 'pgb-export[hub]'`") from None
+                        "the Hub fallback needs `pip install datasets`") from None
     try:
         ds = datasets.load_dataset("nyu-mll/glue", task.name, split=split)
     except Exception as e:  # the Hub raises many types; all mean the same to the user

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .bert_io import BERT_IO
+from .bert_io import BERT_IO, model_inputs
 
 FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
@@ -21,10 +21,11 @@ class TritonConfigError(ValueError):
 
 
 def config_text(name: str, num_labels: int, max_batch: int, backend: str = "onnxruntime",
-                instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000, notes: tuple[str, ...] = ()) -> str:
+                instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000, notes: tuple[str, ...] = (),
+                inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")) -> str:
     """config.pbtxt: batch dimension implicit (max_batch_size > 0), sequence dynamic (-1);
     `notes` become comment lines at the top."""
-    inputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in BERT_IO.inputs)
+    inputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in inputs)
     return ("".join(f"# {line}\n" for line in notes)
             + f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
             f"input [\n{inputs}\n]\n"
@@ -65,7 +66,8 @@ def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: in
     """Write one model of the repository under `root` (model.onnx, or model.plan for the
     tensorrt backend); returns what was written, for report.json."""
     kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU"}.get(backend, "KIND_AUTO")
-    text = config_text(name, model_config.num_labels, max_batch, backend, kind, notes=notes)
+    text = config_text(name, model_config.num_labels, max_batch, backend, kind, notes=notes,
+                       inputs=model_inputs(model_config))
     parsed = parse_config(text)
     version = root / name / "1"
     version.mkdir(parents=True)

@@ -3,7 +3,7 @@
 - every node's operator is in the parser's support table (data/trt_onnx_ops.json: source
   and TensorRT version inside), with a supported element type on every input and output;
 - the opset is in the parser's range, and the restrictions the table states hold for the
-  operators we emit (constant Unsqueeze axes, LayerNormalization's single output);
+  operators we emit (constant Unsqueeze and CumSum axes, LayerNormalization's single output);
 - ONNX shape inference succeeds with symbolic batch and sequence and gives logits of shape
   (batch, labels);
 - no int64 arithmetic: TensorRT computes int64 elementwise and MatMul slowly or not at all,
@@ -25,6 +25,9 @@ TYPE_NAMES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProt
               TensorProto.INT32: "INT32", TensorProto.INT64: "INT64", TensorProto.BOOL: "BOOL",
               TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8", TensorProto.DOUBLE: "DOUBLE"}
 INT64_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Pow", "Mod"}
+# Inputs that are parameters, not data: the table's types are the data's, and the parser
+# needs these as initializers (its restriction column).
+PARAMETER_INPUTS = {"CumSum": 1, "Unsqueeze": 1, "Squeeze": 1}
 
 
 @dataclass
@@ -72,13 +75,15 @@ def check(model: onnx.ModelProto, plugin_domain: str | None = None) -> CompatRep
             report.problems.append(f"{node.name}: operator {node.op_type} is not supported by TensorRT's ONNX parser "
                                    f"(table: TensorRT {report.tensorrt_version})")
             continue
-        for name in [n for n in list(node.input) + list(node.output) if n]:
+        param = PARAMETER_INPUTS.get(node.op_type)
+        data = [n for i, n in enumerate(node.input) if i != param] + list(node.output)
+        for name in [n for n in data if n]:
             kind = TYPE_NAMES.get(types.get(name), str(types.get(name)))
             if name in types and kind not in spec["types"]:
                 report.problems.append(f"{node.name}: {node.op_type} on {kind} tensor {name!r} is not supported")
         if node.op_type in INT64_ARITHMETIC and any(types.get(n) == TensorProto.INT64 for n in node.input):
             report.problems.append(f"{node.name}: int64 arithmetic ({node.op_type}) on the hot path")
-        if node.op_type in ("Unsqueeze", "Squeeze") and len(node.input) > 1 and node.input[1] not in constants:
+        if param is not None and len(node.input) > param and node.input[param] not in constants:
             report.problems.append(f"{node.name}: {node.op_type} axes must be a constant")
         if node.op_type == "LayerNormalization" and len([o for o in node.output if o]) > 1:
             report.problems.append(f"{node.name}: LayerNormalization may only use its first output")

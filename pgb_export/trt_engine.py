@@ -96,8 +96,9 @@ def build(onnx_bytes: bytes, spec: EngineSpec, timing_cache: Path, plugin: bool 
     from polygraphy.exception import PolygraphyException
 
     _load_plugin(plugin)
+    import onnx
     profile = Profile()
-    for name in BERT_IO.inputs:
+    for name in (i.name for i in onnx.load_from_string(onnx_bytes).graph.input):
         profile.add(name, min=(1, 1), opt=(spec.opt_batch, spec.opt_seq), max=(spec.max_batch, spec.max_seq))
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
     config = CreateConfig(tf32=False, profiles=[profile],

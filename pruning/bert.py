@@ -1,4 +1,5 @@
-"""Where the six prunable matrices live in a BERT-family model.
+"""Where the six prunable matrices live in a BERT-family model (BERT, RoBERTa, DistilBERT:
+the paths come from `families`).
 
 Convention (PGB.md): a matrix W is (M, N) = (in, out) with y = x W. torch.nn.Linear stores
 W^T, so every accessor here transposes exactly once.
@@ -15,16 +16,7 @@ KINDS = ("query", "key", "value", "attn_out", "ffn1", "ffn2")
 MHA_KINDS = KINDS[:4]
 FFN_KINDS = KINDS[4:]
 
-_PATHS = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attn_out": "attention.output.dense",
-    "ffn1": "intermediate.dense",
-    "ffn2": "output.dense",
-}
-
-SUPPORTED_MODEL_TYPES = ("bert",)
+from .families import family
 
 
 @dataclass(frozen=True)
@@ -39,29 +31,30 @@ class MatrixRef:
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     base = getattr(model, "base_model", model)
-    return base.encoder.layer
+    return base.get_submodule(family(model).layers)
 
 
-def _layer_prefix(model: nn.Module) -> str:
+def layer_prefix(model: nn.Module) -> str:
+    """The layer list's path from the model root (state-dict names start with it)."""
     base = getattr(model, "base_model", model)
     prefix = getattr(model, "base_model_prefix", "")
-    return f"{prefix}.encoder.layer" if base is not model and prefix else "encoder.layer"
+    layers = family(model).layers
+    return f"{prefix}.{layers}" if base is not model and prefix else layers
 
 
 def matrices(model: nn.Module) -> list[MatrixRef]:
     """Every prunable matrix, layer by layer, in forward order."""
     refs = []
-    prefix = _layer_prefix(model)
+    prefix, paths = layer_prefix(model), family(model).matrices
     for i, layer in enumerate(encoder_layers(model)):
         for kind in KINDS:
-            lin = layer.get_submodule(_PATHS[kind])
-            refs.append(MatrixRef(f"{prefix}.{i}.{_PATHS[kind]}", i, kind,
-                                  (lin.in_features, lin.out_features)))
+            lin = layer.get_submodule(paths[kind])
+            refs.append(MatrixRef(f"{prefix}.{i}.{paths[kind]}", i, kind, (lin.in_features, lin.out_features)))
     return refs
 
 
 def linear(model: nn.Module, ref: MatrixRef) -> nn.Linear:
-    return encoder_layers(model)[ref.layer].get_submodule(_PATHS[ref.kind])
+    return encoder_layers(model)[ref.layer].get_submodule(family(model).path(ref.kind))
 
 
 def weight(model: nn.Module, ref: MatrixRef) -> torch.Tensor:

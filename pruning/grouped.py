@@ -44,7 +44,7 @@ def replace_linears(model: nn.Module, plan: Plan, module: type[GroupedLinear] = 
     for ref in bert.matrices(model):
         mp = plan[ref.name]
         if mp.groups != 1:
-            path, leaf = bert._PATHS[ref.kind].rsplit(".", 1)
+            path, leaf = bert.family(model).path(ref.kind).rsplit(".", 1)
             parent = bert.encoder_layers(model)[ref.layer].get_submodule(path)
             setattr(parent, leaf, module(bert.linear(model, ref), mp))
     return model

@@ -30,7 +30,8 @@ def test_engine_model_states_what_serving_it_needs(tmp_path):
     from types import SimpleNamespace
     build = {"tensorrt": "10.13.3.9", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
              "max_batch": 32, "max_seq": 128, "plugin": True}
-    written = write_repository(tmp_path, b"engine", SimpleNamespace(num_labels=2), 32, "tensorrt", "pgb_bert_trt",
+    written = write_repository(tmp_path, b"engine", SimpleNamespace(num_labels=2, model_type="bert"), 32, "tensorrt",
+                               "pgb_bert_trt",
                                engine_notes(build))
     text = (tmp_path / "pgb_bert_trt" / "config.pbtxt").read_text()
     cfg = parse_config(text)
@@ -86,11 +87,12 @@ def test_repository_models_for_every_backend(tmp_path):
     from types import SimpleNamespace
 
     from pgb_export.triton import write_repository
-    config = SimpleNamespace(num_labels=2)
-    for backend, name, file in (("onnxruntime", "a", "model.onnx"), ("python", "b", "model.onnx"),
-                                ("tensorrt", "c", "model.plan")):
-        info = write_repository(tmp_path, b"bytes", config, 16, backend, name)
+    for backend, name, file, family in (("onnxruntime", "a", "model.onnx", "bert"), ("python", "b", "model.onnx", "roberta"),
+                                        ("tensorrt", "c", "model.plan", "distilbert")):
+        info = write_repository(tmp_path, b"bytes", SimpleNamespace(num_labels=2, model_type=family), 16, backend, name)
         assert info["backend"] == backend and (tmp_path / name / "1" / file).read_bytes() == b"bytes"
         parsed = parse_config((tmp_path / name / "config.pbtxt").read_text())
         assert parsed.instance_group[0].kind == {"onnxruntime": 0, "python": 2, "tensorrt": 1}[backend]  # AUTO, CPU, GPU
+        # the family's inputs: RoBERTa and DistilBERT graphs take no token_type_ids
+        assert [i.name for i in parsed.input] == ["input_ids", "attention_mask"] + ["token_type_ids"] * (family == "bert")
     assert (tmp_path / "b" / "1" / "model.py").is_file()
