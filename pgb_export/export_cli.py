@@ -64,13 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokenizer directory, when MODEL_DIR has none (default: MODEL_DIR's own)")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: $PGB_GLUE_DIR, ../shared/data/glue, else the Hub)")
     p.add_argument("--triton", action="store_true", help="write a Triton model repository (onnxruntime backend)")
-    p.add_argument("--triton-backend", choices=("onnxruntime", "python"), default="onnxruntime",
+    p.add_argument("--triton-backend", choices=("onnxruntime", "python"), default=None,
                    help="Triton backend: onnxruntime (stock, default) or python (runs ONNX Runtime inside "
                         "the python backend, for servers that have only that one)")
     p.add_argument("--trt", action="store_true",
                    help="build a TensorRT engine (DEPLOY_DIR/trt/model.plan) and check its parity; needs TensorRT and a GPU")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT engine precision (default fp16)")
-    p.add_argument("--max-seq", type=number(int, 8, 8192), default=128, help="TensorRT profile: longest sequence (default 128)")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default=None, help="TensorRT engine precision (default fp16)")
+    p.add_argument("--max-seq", type=number(int, 8, 8192), default=None,
+                   help="TensorRT profile: longest sequence (default 128)")
     p.add_argument("--opt-seq", type=number(int, 1, 8192), default=None,
                    help="TensorRT profile: sequence length to tune for (default: the 95th percentile of the "
                         "task's dev lengths with --task, else 64)")
@@ -97,8 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Flags that only mean something beside another one, and their defaults once that one is given.
+DEPENDENT_FLAGS = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
+                   "triton": {"triton_backend": "onnxruntime"}}
+
+
 def _check_flags(args) -> None:
-    """What argparse's types cannot see; before anything is computed or written."""
+    """What argparse's types cannot see, once, before anything is computed or written. A
+    flag that would be silently ignored is refused; then the dependent defaults are set."""
+    for owner, flags in DEPENDENT_FLAGS.items():
+        for flag, default in flags.items():
+            if getattr(args, flag) is not None and not getattr(args, owner):
+                raise UsageError(f"--{flag.replace('_', '-')} only applies with --{owner}: add --{owner} or drop it")
+            if getattr(args, flag) is None:
+                setattr(args, flag, default)
     if args.opt_seq is not None and args.opt_seq > args.max_seq:
         raise UsageError(f"--opt-seq {args.opt_seq} is longer than --max-seq {args.max_seq}")
     data_files(args)  # --task and --dev-file together are refused here

@@ -209,8 +209,13 @@ def test_separate_tokenizer_and_label_count(world, tmp_path):
     (["--max-batch", "-4", "--triton"], "--max-batch: must be in [1, 65536]"),
     (["--max-len", "nan"], "--max-len: expected an integer"),
     (["--opset", "12"], "--opset: must be in [17,"),
-    (["--opt-seq", "256"], "--opt-seq 256 is longer than --max-seq 128"),
+    (["--trt", "--opt-seq", "256"], "--opt-seq 256 is longer than --max-seq 128"),
+    (["--opt-seq", "32"], "--opt-seq only applies with --trt"),
     (["--trt", "--task", "sst2", "--max-len", "256"], "--max-len 256 is longer than the engine's --max-seq 128"),
+    (["--precision", "fp32"], "--precision only applies with --trt: add --trt or drop it"),
+    (["--max-seq", "64"], "--max-seq only applies with --trt"),
+    (["--timing-cache", "c.cache"], "--timing-cache only applies with --trt"),
+    (["--triton-backend", "python"], "--triton-backend only applies with --triton"),
 ])
 def test_export_flags_are_checked(world, tmp_path, flags, needle):
     code, err = call(export_cli, str(world["pruned"]), "--out", str(tmp_path / "d"), *flags)
