@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a PGB-pruned (pgb.json present) or dense BERT classifier to ONNX with "
                     "grouped MatMuls and absorbed permutations, prove it equal to PyTorch, and "
                     "optionally write a Triton Inference Server model repository.")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="pgb-prune output or fine-tuned BERT directory")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="pgb-prune output, or a fine-tuned BERT, RoBERTa or "
+                                                       "DistilBERT classifier: a directory or a Hub model id")
     p.add_argument("--out", required=True, metavar="DEPLOY_DIR", help="deployment directory to write")
     p.add_argument("--task", help="GLUE task: also compare the task metric on the full dev set "
                                   "(or your own: --dev-file)")
@@ -183,7 +184,7 @@ def export(args) -> dict:
     texts = ([(e.text_a, e.text_b) if e.text_b is not None else e.text_a for e in dev[:64]]
              if dev else DEFAULT_TEXTS)
     parity = check_outputs(sess, model, tok, texts, atol)
-    report = {"model_dir": str(model_dir), "method": plan.meta.get("method", "pgb"),
+    report = {"model_dir": str(model_dir), "source": args.source, "method": plan.meta.get("method", "pgb"),
               "graph": {"opset": args.opset, "precision": "fp16" if args.fp16 else "fp32",
                         "grouped_form": args.grouped_form,
                         "permute_form": args.permute_form, "nodes": len(graph.graph.node),
@@ -218,7 +219,7 @@ def export(args) -> dict:
         (tmp / "onnx").mkdir(exist_ok=True)
         (tmp / "onnx" / "model.onnx").write_bytes(data)
         model.config.save_pretrained(tmp / "onnx")
-        tok.save_pretrained(tmp / "onnx")
+        modeldir.save_tokenizer(tok, tmp / "onnx")
         if args.triton:
             from .triton import engine_notes, write_repository
             report["triton"] = [write_repository(tmp / "triton", data, model.config, args.max_batch,
@@ -333,7 +334,7 @@ def _card(report: dict) -> str:
     usage = ("`onnx/` is a Hugging Face ONNX model directory (model.onnx, config.json, tokenizer): ONNX "
              "Runtime, or optimum's ORTModelForSequenceClassification, loads it. `triton/` (with "
              "--triton) is a Triton Inference Server model repository; `report.json` holds every check.")
-    return card(f"{Path(report['model_dir']).name}, exported for serving", report["model_dir"],
+    return card(f"{Path(report['source']).name}, exported for serving", report["source"],
                 "text-classification", "onnx", facts, metrics, usage)
 
 
@@ -369,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
+        args.source = args.model_dir  # as given: a Hub id stays the model card's base model
+        if args.model_dir:
+            args.model_dir = modeldir.resolve(args.model_dir)
         _check_flags(args)
         try:
             report = export(args)

@@ -34,6 +34,24 @@ VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sen
 PROBE = "the film is a charming and often affecting journey ."
 
 
+# What a model directory needs from the Hub: config, weights, tokenizer (not other formats).
+HUB_FILES = ["config.json", "*.safetensors", "*.json", "*.txt", "*.model"]
+
+
+def resolve(model: str) -> str:
+    """A local directory as given; a Hub model id (owner/name, no such path here) fetched into
+    the Hub cache through huggingface_hub, or one line saying why it could not be."""
+    if Path(model).exists() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
+        return model
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(model, allow_patterns=HUB_FILES)
+    except Exception as e:  # offline, unknown repo, gated repo, network: each its own type
+        reason = " ".join(str(e).split())[:200]
+        raise ModelError(f"{model} is not a directory here, and the Hub model of that name could not be "
+                         f"fetched ({type(e).__name__}: {reason})") from None
+
+
 def check_model_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_dir():
@@ -133,6 +151,20 @@ def max_tokens(config, requested: int) -> int:
     if requested > limit:
         print(f"note: the model takes at most {limit} tokens; using that instead of {requested}", file=sys.stderr)
     return min(requested, limit)
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """The tokenizer complete: transformers' files, plus the vocabulary files of its model
+    (vocab.txt for WordPiece, vocab.json and merges.txt for BPE) and special_tokens_map.json,
+    which tools that rebuild a tokenizer from its vocabulary (transformers 4.x slow
+    tokenizers, tokenizers' BertWordPieceTokenizer) need."""
+    import json
+    tokenizer.save_pretrained(directory)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.model.save(str(directory))
+    if not (directory / "special_tokens_map.json").exists():
+        (directory / "special_tokens_map.json").write_text(json.dumps(tokenizer.special_tokens_map, indent=1))
 
 
 def name_labels(config, names: tuple[str, ...] | None) -> None:

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "adaptive groups, permutation, budget with layer drop, weight "
                     "compensation and re-finetuning.")
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
-                   help="fine-tuned BERT classifier directory; omit it to fine-tune the embedded "
+                   help="fine-tuned BERT, RoBERTa or DistilBERT classifier (directory or Hub model id); "
+                        "omit it to fine-tune the embedded "
                         f"MiniLM-L6 on {EMBEDDED_ROWS} rows of the task first (cached)")
     p.add_argument("--task", help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli "
                                   "(or your own data: --train-file and --dev-file)")
@@ -121,7 +122,7 @@ def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
     model.config.finetuning_task = task.name
     with modeldir.atomic_dir(target, force=True) as tmp:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        modeldir.save_tokenizer(tok, tmp)
         write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
                                            "rows": len(rows), "epochs": 1, "lr": EMBEDDED_LR, "seed": args.seed})
     return target
@@ -221,6 +222,7 @@ def prune(args) -> dict:
     kept_total, total = cost.kept_params(masks), cost.total_params(masks)
     report = {
         "task": task.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
+        "source": args.source or str(model_dir),
         "method": plan.meta.get("method"), "target": args.target,
         "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
@@ -236,7 +238,7 @@ def prune(args) -> dict:
     }
     with modeldir.atomic_dir(args.out, force=args.force, inputs=_inputs(args)) as tmp:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        modeldir.save_tokenizer(tok, tmp)
         plan.save(tmp / "pgb.json")
         (tmp / "README.md").write_text(_card(report))
         lap("save")
@@ -254,8 +256,8 @@ def _card(report: dict) -> str:
     usage = ("`AutoModelForSequenceClassification.from_pretrained(dir)` computes the pruned model (its "
              "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
              "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
-    return card(f"{Path(report['model_dir']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
-                report["model_dir"], "text-classification", "transformers", facts,
+    return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
+                report["source"], "text-classification", "transformers", facts,
                 {k: v for k, v in report["metrics"].items()}, usage)
 
 
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
+        args.source = args.model_dir  # as given: a Hub id stays the model card's base model
+        if args.model_dir:
+            args.model_dir = modeldir.resolve(args.model_dir)
         _check_flags(args)
         report = prune(args)
         print(summary(report))

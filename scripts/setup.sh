@@ -21,3 +21,9 @@ done
 .venv-triton/bin/python -m pip install -q --disable-pip-version-check -r constraints-triton.txt 2>&1 | grep -v "is ignored" || true
 .venv-triton/bin/python -c "import pytriton, onnxruntime, numpy"
 
+# A third for optimum (tests/test_optimum.py loads our onnx/ with ORTModelForSequenceClassification
+# and the transformers pipeline); optimum-onnx pins transformers < 4.58. torch first, as above.
+[ -x .venv-optimum/bin/python ] || "$PY" -m venv .venv-optimum
+.venv-optimum/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+.venv-optimum/bin/python -m pip install -q --disable-pip-version-check -r constraints-optimum.txt 2>&1 | grep -v "is ignored" || true
+.venv-optimum/bin/python -c "import optimum.onnxruntime"

@@ -48,6 +48,13 @@ def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
     assert report["params"]["kept"] == plan.kept
     assert report["graph"]["census"]["encoder_weight_params"] == report["params"]["live"] <= plan.kept
     assert {"config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in (out / "onnx").iterdir()}
+    # the tokenizer complete: a WordPiece tokenizer rebuilt from vocab.txt alone gives the same ids
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import AutoTokenizer
+    assert json.loads((out / "onnx" / "special_tokens_map.json").read_text())["cls_token"] == "[CLS]"
+    rebuilt = BertWordPieceTokenizer(str(out / "onnx" / "vocab.txt"), lowercase=True)
+    sentence = "it 's a charming and often affecting journey ."
+    assert rebuilt.encode(sentence).ids == AutoTokenizer.from_pretrained(out / "onnx")(sentence)["input_ids"]
     config = json.loads((out / "onnx" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}  # the task's names, not LABEL_i
     card = (out / "README.md").read_text()

@@ -223,6 +223,15 @@ def test_export_flags_are_checked(world, tmp_path, flags, needle):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unreachable_hub_model_id_is_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", "pgb-test/no-such-model", "--out",
+                        str(tmp_path / "d")], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert_refused(r.returncode, r.stderr, "pgb-export", "pgb-test/no-such-model is not a directory here, and the "
+                                                         "Hub model of that name could not be fetched")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pgb_debug_is_a_boolean(world, tmp_path):
     env = {**os.environ, "PGB_DEBUG": "0"}
     r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", str(tmp_path / "none"), "--out",
