@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 
 from pruning.plan import PlanError
 
-from .modeldir import ModelError
-from .tasks import DataError
-from .userdata import DataFiles
+from pruning.modeldir import ModelError
+from pruning.tasks import DataError
+from pruning.userdata import DataFiles
 
 KNOWN_ERRORS = (ModelError, DataError, PlanError)
 

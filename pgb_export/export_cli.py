@@ -11,21 +11,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pruning import bert, cost, repermute
+from pruning import bert, cost, modeldir, repermute
 from pruning.jsonfile import write_atomic
 from pruning.plan import Plan, PlanError
 
-from . import __version__, modeldir, trt_compat, trt_engine
-from .model_card import card
-from .batching import encode, make_batches, predict
+from . import __version__, trt_compat, trt_engine
+from pruning.model_card import card
+from pruning.batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO, model_inputs
 from .census import census, check_against_plan
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
-from .userdata import load_file, user_task
+from pruning.userdata import load_file, user_task
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
-from .tasks import get_task, glue_dir, load_split, metrics
+from pruning.tasks import get_task, glue_dir, load_split, metrics
 
 # Real sentences for the output check when no --task is given (SST-2 style, pairs for
 # two-segment models are made from consecutive ones).

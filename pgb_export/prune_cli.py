@@ -1,27 +1,15 @@
-"""pgb-prune: fine-tuned BERT classifier + task data -> PGB-pruned model directory."""
+"""pgb-prune: fine-tuned classifier + task data -> PGB-pruned model directory. Parses flags
+into pruning.pipeline.PruneOptions, calls pruning.pipeline.prune, prints the summary."""
 from __future__ import annotations
 
 import argparse
-import random
 import sys
-import time
-from pathlib import Path
 
-import torch
+from pruning import ablations, bert, modeldir
+from pruning.pipeline import EMBEDDED_ROWS, PruneOptions, prune
 
-from pruning import ablations, bert, compensation, cost, finetune, grouping, importance, repermute
-from pruning.jsonfile import write_atomic
-
-from . import __version__, modeldir
-from .model_card import card
-from .batching import encode, evaluate, make_batches
-from .bert_io import model_inputs
+from . import __version__
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
-from .userdata import load_file, user_task
-from .tasks import Split, Task, get_task, glue_dir, load_split
-
-EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
-EMBEDDED_LR = 5e-5
 
 EPILOG = """\
 examples:
@@ -89,187 +77,16 @@ def _check_flags(args) -> None:
         raise UsageError("give a GLUE --task, or your own data with --train-file and --dev-file")
     if files and not args.model_dir:
         raise UsageError("your own data needs your own MODEL_DIR (the embedded default is tuned on a GLUE --task)")
-    modeldir.check_output(args.out, _inputs(args), args.force)
+    modeldir.check_output(args.out, options(args).inputs(), args.force)
 
 
-def _inputs(args) -> list:
-    """Every directory the run reads: --out must not overlap any of them."""
-    if not args.task:
-        return [args.model_dir, args.tokenizer, args.train_file, args.dev_file]
-    task = get_task(args.task)
-    model = args.model_dir or embedded_cache(task, args)
-    return [model, args.tokenizer, glue_dir(args.glue_dir), modeldir.embedded_encoder() if not args.model_dir else None]
-
-
-def embedded_cache(task: Task, args) -> Path:
-    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{args.max_len}-seed{args.seed}"
-
-
-def embedded_default(task: Task, train: list, args, progress: bool) -> Path:
-    """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
-    target = embedded_cache(task, args)
-    if (target / "config.json").is_file():
-        return target
-    print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
-          file=sys.stderr)
-    model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels)
-    if task.is_regression:
-        model.config.problem_type = "regression"
-    rows = random.Random(args.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
-    enc = encode(tok, rows, args.max_len)
-    finetune.finetune(model, lambda e: make_batches(enc, args.batch_size, True, args.seed + e),
-                      1, EMBEDDED_LR, seed=args.seed, progress=progress)
-    model.config.finetuning_task = task.name
-    with modeldir.atomic_dir(target, force=True) as tmp:
-        model.save_pretrained(tmp)
-        modeldir.save_tokenizer(tok, tmp)
-        write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
-                                           "rows": len(rows), "epochs": 1, "lr": EMBEDDED_LR, "seed": args.seed})
-    return target
-
-
-def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
-            compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
-            progress: bool, pad_id: int = 0, lap=lambda stage: None) -> tuple[dict, dict]:
-    """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
-    structure frozen; returns ({"vanilla": metrics, "final": metrics}, compensation report)."""
-    comp = {}
-    if compensate:
-        comp = compensation.compensate(model, masks, samples, progress=progress)
-    else:
-        repermute.apply_masks(model, masks)
-    lap("compensation")
-    metrics = {"vanilla": evaluate(model, task, dev_batches, progress)}
-    lap("vanilla_eval")
-    metrics["final"] = metrics["vanilla"]
-    if epochs > 0 and train_enc:
-        finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e, pad_id),
-                          epochs, lr, masks, seed=seed, progress=progress)
-        lap("finetune")
-        metrics["final"] = evaluate(model, task, dev_batches, progress)
-        lap("final_eval")
-    return metrics, comp
-
-
-def prune(args) -> dict:
-    progress = not args.quiet
-    seconds = {}
-    clock = time.perf_counter()
-
-    def lap(stage):
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 2)
-        clock = now
-
-    files = data_files(args)
-    if args.model_dir:
-        modeldir.check_model_dir(args.model_dir)
-    if files is None:
-        task = get_task(args.task)
-        data = glue_dir(args.glue_dir)
-        splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
-        _note_skipped(splits.values())
-    if args.model_dir:
-        model_dir = Path(args.model_dir)
-    else:
-        lap("load")
-        model_dir = embedded_default(task, splits["train"].examples, args, progress)
-        lap("embedded_finetune")
-    model, tok = modeldir.load(model_dir, tokenizer_dir=args.tokenizer)
-    if files:  # the model says what the labels are; the files must use them
-        task = user_task(model.config, Path(files.train).name)
-        splits = {"train": load_file(files.train, files, task), "dev": load_file(files.dev, files, task)}
-        _note_skipped(splits.values())
-    modeldir.check_labels(model.config, task.num_labels, task.name)
-    modeldir.name_labels(model.config, task.label_names)
-    train, dev = splits["train"].examples, splits["dev"].examples
-    max_len = modeldir.max_tokens(model.config, args.max_len)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    sample_rows = rng.sample(train, min(args.samples, len(train)))
-    inputs, pad = model_inputs(model), tok.pad_token_id or 0
-    samples = make_batches(encode(tok, sample_rows, max_len, inputs), args.batch_size, pad_id=pad)
-    dev_batches = make_batches(encode(tok, dev, max_len, inputs), 64, pad_id=pad)
-    lap("load")
-
-    metrics = {"dense": evaluate(model, task, dev_batches, progress)}
-    lap("dense_eval")
-    scores = importance.score(model, samples, progress=progress)
-    lap("importance")
-
-    refs = bert.matrices(model)
-    meta = {"target": args.target, "gmax": args.gmax, "nperm": args.nperm,
-            "samples": len(sample_rows), "seed": args.seed, "fisher": "exact per-sample gradients"}
-    tau = "auto" if args.tau == "auto" else float(args.tau)
-    plan, masks, pgb = ablations.build(args.ablation, refs, scores, args.target,
-                                       bert.num_heads(model), args.gmax, args.nperm, tau, progress)
-    plan.meta.update(meta)
-    lap("planning")
-
-    train_rows = train if args.finetune_samples is None else rng.sample(train, min(args.finetune_samples, len(train)))
-    train_enc = encode(tok, train_rows, max_len, inputs) if args.finetune_epochs > 0 else []
-    recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
-                              compensate=not args.no_compensation, epochs=args.finetune_epochs,
-                              lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                              progress=progress, pad_id=pad, lap=lap)
-    metrics.update(recovered)
-
-    bad = repermute.violations(model, plan)
-    if bad:  # cannot happen unless a step above is broken; never write such a model
-        raise RuntimeError(f"weights outside the plan's blocks are non-zero in {bad[:3]}")
-
-    kept_total, total = cost.kept_params(masks), cost.total_params(masks)
-    report = {
-        "task": task.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
-        "source": args.source or str(model_dir),
-        "method": plan.meta.get("method"), "target": args.target,
-        "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
-        "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
-        "metrics": metrics, "seconds": seconds, "data": _data_report(splits),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("quiet", "force")},
-        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
-                                                             "ffn_layers_dropped", "notes")},
-        "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
-                      "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,
-                      "captured_if": grouping.capture_baselines(scores[mp.name], mp.groups),
-                      **({"reconstruction": comp[mp.name]} if mp.name in comp else {})}
-                     for mp in plan.matrices],
-    }
-    with modeldir.atomic_dir(args.out, force=args.force, inputs=_inputs(args)) as tmp:
-        model.save_pretrained(tmp)
-        modeldir.save_tokenizer(tok, tmp)
-        plan.save(tmp / "pgb.json")
-        (tmp / "README.md").write_text(_card(report))
-        lap("save")
-        write_atomic(tmp / "report.json", report)
-    return report
-
-
-def _card(report: dict) -> str:
-    facts = {"task": report["task"], "method": report["method"], "target ratio": report["target"],
-             "achieved ratio (prunable weights removed)": f"{report['achieved_ratio']:.4f}",
-             "prunable weights kept": f"{report['params_kept']:,} of {report['params_total']:,}",
-             "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
-             "layers": ", ".join(f"{k} {v}" for k, v in report["plan"].items() if k in ("ffn_layers_kept",
-                                                                                     "ffn_layers_dropped"))}
-    usage = ("`AutoModelForSequenceClassification.from_pretrained(dir)` computes the pruned model (its "
-             "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
-             "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
-    return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
-                report["source"], "text-classification", "transformers", facts,
-                {k: v for k, v in report["metrics"].items()}, usage)
-
-
-def _note_skipped(splits) -> None:
-    for split in splits:
-        if split.note():
-            print(f"note: {split.note()}", file=sys.stderr)
-
-
-def _data_report(splits: dict[str, Split]) -> dict:
-    return {name: {"source": s.source, "rows": s.rows, "used": len(s.examples), "skipped": s.skipped}
-            for name, s in splits.items()}
+def options(args) -> PruneOptions:
+    return PruneOptions(
+        out=args.out, target=args.target, model_dir=args.model_dir, task=args.task, data_files=data_files(args),
+        tokenizer=args.tokenizer, glue_dir=args.glue_dir, samples=args.samples, gmax=args.gmax, nperm=args.nperm,
+        tau=args.tau, no_compensation=args.no_compensation, finetune_epochs=args.finetune_epochs,
+        finetune_samples=args.finetune_samples, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
+        ablation=args.ablation, seed=args.seed, force=args.force, progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:
@@ -299,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_dir:
             args.model_dir = modeldir.resolve(args.model_dir)
         _check_flags(args)
-        report = prune(args)
+        report = prune(options(args))
         print(summary(report))
         print(f"wrote {args.out} (model, pgb.json, report.json)")
         return 0

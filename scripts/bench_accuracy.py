@@ -16,10 +16,10 @@ import random
 import time
 from pathlib import Path
 
-from pgb_export import modeldir
-from pgb_export.batching import encode, evaluate, make_batches
-from pgb_export.prune_cli import recover
-from pgb_export.tasks import fixture_task, glue_dir, load_split
+from pruning import modeldir
+from pruning.batching import encode, evaluate, make_batches
+from pruning.pipeline import recover
+from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import ablations, bert, cost, importance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,12 +22,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pgb_export import modeldir
-from pgb_export.batching import encode, make_batches
+from pruning import modeldir
+from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.export_cli import session
 from pgb_export.grouped_linear import LinearOptions
-from pgb_export.tasks import fixture_task, glue_dir, load_split
+from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute
 from pruning.plan import uniform_plan
 

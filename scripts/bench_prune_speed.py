@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from pgb_export import modeldir
-from pgb_export.batching import encode, make_batches
-from pgb_export.tasks import fixture_task, glue_dir, load_split
+from pruning import modeldir
+from pruning.batching import encode, make_batches
+from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, compensation, importance
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pgb_export import modeldir  # noqa: E402
-from pgb_export.batching import encode, evaluate, make_batches  # noqa: E402
-from pgb_export.tasks import fixture_task, glue_dir, load_split  # noqa: E402
+from pruning import modeldir  # noqa: E402
+from pruning.batching import encode, evaluate, make_batches  # noqa: E402
+from pruning.tasks import fixture_task, glue_dir, load_split  # noqa: E402
 
 
 def to_roberta(bert):

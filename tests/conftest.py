@@ -54,9 +54,9 @@ def pruned_sst2(tmp_path_factory):
     a real pgb-prune-shaped directory in seconds."""
     if not (MODELS / "minilm-sst2").is_dir():
         pytest.skip("../shared/models/minilm-sst2 is not beside this checkout")
-    from pgb_export import modeldir
-    from pgb_export.batching import encode, make_batches
-    from pgb_export.tasks import get_task, load_split
+    from pruning import modeldir
+    from pruning.batching import encode, make_batches
+    from pruning.tasks import get_task, load_split
     from pruning import bert, budget, importance, repermute
 
     model, tok = modeldir.load(MODELS / "minilm-sst2")

@@ -139,7 +139,8 @@ def test_prune_and_export_as_a_user_runs_them(name, sst2_like, tmp_path):
     RoBERTa's padding_idx its pad id)."""
     from transformers import AutoTokenizer
 
-    from pgb_export import export_cli, modeldir, prune_cli
+    from pgb_export import export_cli, prune_cli
+    from pruning import modeldir
     from tests.test_reliability import call
     tok = AutoTokenizer.from_pretrained(modeldir.embedded_encoder())
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ import torch
 from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig,
                           DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
-from pgb_export import export_cli, modeldir
+from pgb_export import export_cli
+from pruning import modeldir
 from tests.conftest import ROOT
 from tests.test_reliability import call
 

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from pgb_export import export_cli, modeldir, prune_cli
+from pgb_export import export_cli, prune_cli
+from pruning import modeldir
 
 WORDS = ("the film is a charming and often affecting journey slow bleak funny moving dull "
          "brilliant story actors music script ending").split()
@@ -395,3 +396,15 @@ def test_fuzz_base_case_succeeds(world, tmp_path, argv):
     code, err = call(cli, *args)
     assert code == 0, err
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_the_pipeline_is_a_library_function(world, tmp_path):
+    """What pgb-prune calls, called directly with typed options: same files, same report."""
+    from pruning.pipeline import PruneOptions, prune
+    report = prune(PruneOptions(out=str(tmp_path / "p"), target=0.5, model_dir=str(world["dense"]), task="sst2",
+                                glue_dir=str(world["glue"]), samples=8, finetune_epochs=0, max_len=32,
+                                ablation="fixed-g", progress=False))
+    assert {p.name for p in (tmp_path / "p").iterdir()} >= {"README.md", "config.json", "model.safetensors",
+                                                              "pgb.json", "report.json", "vocab.txt"}
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["params_kept"] == report["params_kept"]
+    assert report["settings"]["task"] == "sst2" and report["settings"]["data_files"] is None

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pgb_export.tasks import DataError, TASKS, get_task, load_split, metrics
+from pruning.tasks import DataError, TASKS, get_task, load_split, metrics
 from tests.conftest import GLUE, needs_shared
 
 # Row counts and label splits from ../shared/data/glue/DATA.md (the official ones).

@@ -8,9 +8,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
 
-from pgb_export import export_cli, modeldir, prune_cli
-from pgb_export.tasks import DataError
-from pgb_export.userdata import DataFiles, load_file, user_task
+from pgb_export import export_cli, prune_cli
+from pruning import modeldir
+from pruning.tasks import DataError
+from pruning.userdata import DataFiles, load_file, user_task
 from tests.test_reliability import assert_refused, call, sentences
 
 NAMES = {0: "negative", 1: "positive"}

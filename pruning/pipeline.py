@@ -1,0 +1,239 @@
+"""The pruning application as one typed function: fine-tuned model + task data -> PGB-pruned
+model directory (model, pgb.json, report.json, README.md). pgb-prune parses flags into
+PruneOptions and calls `prune`; benchmarks and tests call it, or its `recover` step, directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import ablations, bert, compensation, cost, finetune, grouping, importance, modeldir, repermute
+from .batching import encode, evaluate, make_batches
+from .families import family
+from .jsonfile import write_atomic
+from .model_card import card
+from .tasks import Split, Task, get_task, glue_dir, load_split
+from .userdata import DataFiles, load_file, user_task
+
+EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
+EMBEDDED_LR = 5e-5
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What to prune and how; the CLI's flags, checked there (cli_common.number and friends)."""
+
+    out: str
+    target: float
+    model_dir: str | None = None  # None: the embedded MiniLM, tuned on the task first
+    task: str | None = None  # a GLUE task, or None with data_files
+    data_files: DataFiles | None = None
+    tokenizer: str | None = None
+    glue_dir: str | None = None
+    samples: int = 2000
+    gmax: int = 6
+    nperm: int = 6
+    tau: str = "auto"
+    no_compensation: bool = False
+    finetune_epochs: float = 3.0
+    finetune_samples: int | None = None
+    lr: float = 3e-5
+    batch_size: int = 32
+    max_len: int = 128
+    ablation: str = "none"
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+    source: str | None = None  # the model as the user named it (a Hub id stays one)
+
+    def inputs(self) -> list:
+        """Every path the run reads: the output must not overlap any of them."""
+        if self.data_files:
+            return [self.model_dir, self.tokenizer, *self.data_files.paths()]
+        task = get_task(self.task)
+        model = self.model_dir or embedded_cache(task, self.max_len, self.seed)
+        return [model, self.tokenizer, glue_dir(self.glue_dir),
+                modeldir.embedded_encoder() if not self.model_dir else None]
+
+    def settings(self) -> dict:
+        return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
+
+
+def embedded_cache(task: Task, max_len: int, seed: int) -> Path:
+    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{max_len}-seed{seed}"
+
+
+def embedded_default(task: Task, train: list, opts: PruneOptions) -> Path:
+    """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
+    target = embedded_cache(task, opts.max_len, opts.seed)
+    if (target / "config.json").is_file():
+        return target
+    print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
+          file=sys.stderr)
+    model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels)
+    if task.is_regression:
+        model.config.problem_type = "regression"
+    rows = random.Random(opts.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
+    enc = encode(tok, rows, opts.max_len)
+    finetune.finetune(model, lambda e: make_batches(enc, opts.batch_size, True, opts.seed + e),
+                      1, EMBEDDED_LR, seed=opts.seed, progress=opts.progress)
+    model.config.finetuning_task = task.name
+    with modeldir.atomic_dir(target, force=True) as tmp:
+        model.save_pretrained(tmp)
+        modeldir.save_tokenizer(tok, tmp)
+        write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
+                                           "rows": len(rows), "epochs": 1, "lr": EMBEDDED_LR, "seed": opts.seed})
+    return target
+
+
+def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
+            compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
+            progress: bool, pad_id: int = 0, lap=lambda stage: None) -> tuple[dict, dict]:
+    """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
+    structure frozen; returns ({"vanilla": metrics, "final": metrics}, compensation report)."""
+    comp = {}
+    if compensate:
+        comp = compensation.compensate(model, masks, samples, progress=progress)
+    else:
+        repermute.apply_masks(model, masks)
+    lap("compensation")
+    metrics = {"vanilla": evaluate(model, task, dev_batches, progress)}
+    lap("vanilla_eval")
+    metrics["final"] = metrics["vanilla"]
+    if epochs > 0 and train_enc:
+        finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e, pad_id),
+                          epochs, lr, masks, seed=seed, progress=progress)
+        lap("finetune")
+        metrics["final"] = evaluate(model, task, dev_batches, progress)
+        lap("final_eval")
+    return metrics, comp
+
+
+def prune(opts: PruneOptions) -> dict:
+    """The whole application: load, sample, score, plan, compensate, re-finetune, save;
+    returns report.json's content. OUT_DIR is written in one rename, or not at all."""
+    progress = opts.progress
+    seconds = {}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 2)
+        clock = now
+
+    files = opts.data_files
+    if opts.model_dir:
+        modeldir.check_model_dir(opts.model_dir)
+    if files is None:
+        task = get_task(opts.task)
+        data = glue_dir(opts.glue_dir)
+        splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
+        _note_skipped(splits.values())
+    if opts.model_dir:
+        model_dir = Path(opts.model_dir)
+    else:
+        lap("load")
+        model_dir = embedded_default(task, splits["train"].examples, opts)
+        lap("embedded_finetune")
+    model, tok = modeldir.load(model_dir, tokenizer_dir=opts.tokenizer)
+    if files:  # the model says what the labels are; the files must use them
+        task = user_task(model.config, Path(files.train).name)
+        splits = {"train": load_file(files.train, files, task), "dev": load_file(files.dev, files, task)}
+        _note_skipped(splits.values())
+    modeldir.check_labels(model.config, task.num_labels, task.name)
+    modeldir.name_labels(model.config, task.label_names)
+    train, dev = splits["train"].examples, splits["dev"].examples
+    max_len = modeldir.max_tokens(model.config, opts.max_len)
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+    sample_rows = rng.sample(train, min(opts.samples, len(train)))
+    inputs, pad = family(model).inputs, tok.pad_token_id or 0
+    samples = make_batches(encode(tok, sample_rows, max_len, inputs), opts.batch_size, pad_id=pad)
+    dev_batches = make_batches(encode(tok, dev, max_len, inputs), 64, pad_id=pad)
+    lap("load")
+
+    metrics = {"dense": evaluate(model, task, dev_batches, progress)}
+    lap("dense_eval")
+    scores = importance.score(model, samples, progress=progress)
+    lap("importance")
+
+    refs = bert.matrices(model)
+    meta = {"target": opts.target, "gmax": opts.gmax, "nperm": opts.nperm,
+            "samples": len(sample_rows), "seed": opts.seed, "fisher": "exact per-sample gradients"}
+    tau = "auto" if opts.tau == "auto" else float(opts.tau)
+    plan, masks, pgb = ablations.build(opts.ablation, refs, scores, opts.target,
+                                       bert.num_heads(model), opts.gmax, opts.nperm, tau, progress)
+    plan.meta.update(meta)
+    lap("planning")
+
+    train_rows = train if opts.finetune_samples is None else rng.sample(train, min(opts.finetune_samples, len(train)))
+    train_enc = encode(tok, train_rows, max_len, inputs) if opts.finetune_epochs > 0 else []
+    recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
+                              compensate=not opts.no_compensation, epochs=opts.finetune_epochs,
+                              lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
+                              progress=progress, pad_id=pad, lap=lap)
+    metrics.update(recovered)
+
+    bad = repermute.violations(model, plan)
+    if bad:  # cannot happen unless a step above is broken; never write such a model
+        raise RuntimeError(f"weights outside the plan's blocks are non-zero in {bad[:3]}")
+
+    kept_total, total = cost.kept_params(masks), cost.total_params(masks)
+    report = {
+        "task": task.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
+        "source": opts.source or str(model_dir),
+        "method": plan.meta.get("method"), "target": opts.target,
+        "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
+        "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+        "metrics": metrics, "seconds": seconds, "data": _data_report(splits),
+        "settings": opts.settings(),
+        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
+                                                             "ffn_layers_dropped", "notes")},
+        "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
+                      "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,
+                      "captured_if": grouping.capture_baselines(scores[mp.name], mp.groups),
+                      **({"reconstruction": comp[mp.name]} if mp.name in comp else {})}
+                     for mp in plan.matrices],
+    }
+    with modeldir.atomic_dir(opts.out, force=opts.force, inputs=opts.inputs()) as tmp:
+        model.save_pretrained(tmp)
+        modeldir.save_tokenizer(tok, tmp)
+        plan.save(tmp / "pgb.json")
+        (tmp / "README.md").write_text(_card(report))
+        lap("save")
+        write_atomic(tmp / "report.json", report)
+    return report
+
+
+def _card(report: dict) -> str:
+    facts = {"task": report["task"], "method": report["method"], "target ratio": report["target"],
+             "achieved ratio (prunable weights removed)": f"{report['achieved_ratio']:.4f}",
+             "prunable weights kept": f"{report['params_kept']:,} of {report['params_total']:,}",
+             "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
+             "layers": ", ".join(f"{k} {v}" for k, v in report["plan"].items() if k in ("ffn_layers_kept",
+                                                                                     "ffn_layers_dropped"))}
+    usage = ("`AutoModelForSequenceClassification.from_pretrained(dir)` computes the pruned model (its "
+             "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
+             "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
+    return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
+                report["source"], "text-classification", "transformers", facts,
+                {k: v for k, v in report["metrics"].items()}, usage)
+
+
+def _note_skipped(splits) -> None:
+    for split in splits:
+        if split.note():
+            print(f"note: {split.note()}", file=sys.stderr)
+
+
+def _data_report(splits: dict[str, Split]) -> dict:
+    return {name: {"source": s.source, "rows": s.rows, "used": len(s.examples), "skipped": s.skipped}
+            for name, s in splits.items()}
