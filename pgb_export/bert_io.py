@@ -26,9 +26,3 @@ class IOSpec:
 
 
 BERT_IO = IOSpec()
-
-
-def model_inputs(model_or_config) -> tuple[str, ...]:
-    """The inputs the model's exported graph takes, in order."""
-    from pruning.families import family
-    return family(model_or_config).inputs

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from pruning import bert, cost, modeldir, repermute
+from pruning.families import family
 from pruning.jsonfile import write_atomic
 from pruning.plan import Plan, PlanError
 
@@ -19,7 +20,7 @@ from . import __version__, trt_compat, trt_engine
 from pruning.model_card import card
 from pruning.batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
-from .bert_io import BERT_IO, model_inputs
+from .bert_io import BERT_IO
 from .census import census, check_against_plan
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
 from pruning.userdata import load_file, user_task
@@ -43,6 +44,7 @@ examples:
   pgb-export runs/sst2-50 --out deploy/sst2-50 --task sst2          # parity incl. dev accuracy
   pgb-export ../shared/models/minilm-sst2 --out deploy/dense          # dense baseline export
   pgb-export runs/sst2-50 --out deploy/sst2-50 --triton --force       # + Triton model repository
+  pgb-export runs/mine --out deploy/mine --dev-file dev.csv --text-column review --label-column sentiment
 
 DEPLOY_DIR gets onnx/ (model.onnx, config.json, tokenizer), report.json (parity, graph
 census, FLOPs, sizes) and with --triton a Triton model repository in triton/. A failed
@@ -195,10 +197,10 @@ def export(args) -> dict:
     dev_set = None
     if task:
         # batches no larger than the TensorRT profile allows, so both runtimes share them
-        batches = make_batches(encode(tok, dev, modeldir.max_tokens(model.config, args.max_len), model_inputs(model)),
+        batches = make_batches(encode(tok, dev, modeldir.max_tokens(model.config, args.max_len), family(model).inputs),
                                args.max_batch, pad_id=tok.pad_token_id or 0)
         dev_set = DevSet(task, batches, np.concatenate([b["labels"].numpy() for b in batches]),
-                         predict(model, batches, progress=not args.quiet), model_inputs(model))
+                         predict(model, batches, progress=not args.quiet), family(model).inputs)
         report["accuracy"] = dev_set.compare("onnx", lambda f: sess.run(None, f)[0], metric_tol, parity)
     extra_files = {}
     if args.plugin:

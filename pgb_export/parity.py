@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruning.families import max_tokens
+from pruning.families import family, max_tokens
 
-from .bert_io import BERT_IO, model_inputs
+from .bert_io import BERT_IO
 
 
 class ParityError(AssertionError):
@@ -93,7 +93,7 @@ def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float
             a = [t[0] if isinstance(t, tuple) else t for t in chunk]
             b = [t[1] for t in chunk] if isinstance(chunk[0], tuple) else None
             enc = tokenizer(a, b, padding="max_length", truncation=True, max_length=length, return_tensors="np")
-            inputs = feeds(enc, model_inputs(model))
+            inputs = feeds(enc, family(model).inputs)
             got = session.run(None, inputs)[0]
             want = torch_logits(model, inputs)
             if got.shape != want.shape:

@@ -16,6 +16,8 @@ examples:
   pgb-prune ../shared/models/minilm-sst2 --task sst2 --target 0.5 --out runs/sst2-50
   pgb-prune --task sst2 --target 0.5 --out runs/demo          # embedded MiniLM, tuned first
   pgb-prune MODEL --task mrpc --target 0.6 --out runs/mrpc-unstr --ablation unstructured
+  pgb-prune my-roberta --train-file train.csv --dev-file dev.csv --text-column review \
+            --label-column sentiment --target 0.5 --out runs/mine   # your model, your data
 
 OUT_DIR is a Hugging Face model directory (weights with their zeros, so plain
 from_pretrained computes the pruned model), plus pgb.json (G and permutations per matrix)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .bert_io import BERT_IO, model_inputs
+from pruning.families import family
+
+from .bert_io import BERT_IO
 
 FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
@@ -67,7 +69,7 @@ def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: in
     tensorrt backend); returns what was written, for report.json."""
     kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU"}.get(backend, "KIND_AUTO")
     text = config_text(name, model_config.num_labels, max_batch, backend, kind, notes=notes,
-                       inputs=model_inputs(model_config))
+                       inputs=family(model_config).inputs)
     parsed = parse_config(text)
     version = root / name / "1"
     version.mkdir(parents=True)
