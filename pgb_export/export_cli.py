@@ -12,21 +12,21 @@ import numpy as np
 import onnx
 
 from pruning import bert, cost, modeldir, repermute
+from pruning.batching import encode, make_batches, predict
 from pruning.families import family
 from pruning.jsonfile import write_atomic
+from pruning.model_card import card
 from pruning.plan import Plan, PlanError
+from pruning.tasks import get_task, glue_dir, load_split, metrics, note_skipped
+from pruning.userdata import load_file, user_task
 
 from . import __version__, trt_compat, trt_engine
-from pruning.model_card import card
-from pruning.batching import encode, make_batches, predict
 from .bert_graph import ExportError, build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
-from pruning.userdata import load_file, user_task
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
-from pruning.tasks import get_task, glue_dir, load_split, metrics
 
 # Real sentences for the output check when no --task is given (SST-2 style, pairs for
 # two-segment models are made from consecutive ones).
@@ -162,8 +162,7 @@ def export(args) -> dict:
     if files:  # the model says what the labels are; the file must use them
         task = user_task(model.config, Path(files.dev).name)
         dev_split = load_file(files.dev, files, task)
-    if dev_split and dev_split.note():
-        print(f"note: {dev_split.note()}", file=sys.stderr)
+    note_skipped([dev_split])
     dev = dev_split.examples if dev_split else None
     if task:
         modeldir.check_labels(model.config, task.num_labels, task.name)

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_flags(args) -> None:
-    """What argparse's types cannot see; before minutes of work, not after."""
+    """What argparse's types cannot see (prune() itself refuses an unsafe --out before any work)."""
     if args.tau != "auto":
         try:
             tau = float(args.tau)
@@ -79,7 +79,6 @@ def _check_flags(args) -> None:
         raise UsageError("give a GLUE --task, or your own data with --train-file and --dev-file")
     if files and not args.model_dir:
         raise UsageError("your own data needs your own MODEL_DIR (the embedded default is tuned on a GLUE --task)")
-    modeldir.check_output(args.out, options(args).inputs(), args.force)
 
 
 def options(args) -> PruneOptions:

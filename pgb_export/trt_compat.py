@@ -27,7 +27,7 @@ TYPE_NAMES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProt
 INT64_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Pow", "Mod"}
 # Inputs that are parameters, not data: the table's types are the data's, and the parser
 # needs these as initializers (its restriction column).
-PARAMETER_INPUTS = {"CumSum": 1, "Unsqueeze": 1, "Squeeze": 1}
+PARAMETER_INPUTS = {"CumSum": (1, "axis"), "Unsqueeze": (1, "axes"), "Squeeze": (1, "axes")}
 
 
 @dataclass
@@ -75,7 +75,7 @@ def check(model: onnx.ModelProto, plugin_domain: str | None = None) -> CompatRep
             report.problems.append(f"{node.name}: operator {node.op_type} is not supported by TensorRT's ONNX parser "
                                    f"(table: TensorRT {report.tensorrt_version})")
             continue
-        param = PARAMETER_INPUTS.get(node.op_type)
+        param, param_name = PARAMETER_INPUTS.get(node.op_type, (None, None))
         data = [n for i, n in enumerate(node.input) if i != param] + list(node.output)
         for name in [n for n in data if n]:
             kind = TYPE_NAMES.get(types.get(name), str(types.get(name)))
@@ -84,7 +84,7 @@ def check(model: onnx.ModelProto, plugin_domain: str | None = None) -> CompatRep
         if node.op_type in INT64_ARITHMETIC and any(types.get(n) == TensorProto.INT64 for n in node.input):
             report.problems.append(f"{node.name}: int64 arithmetic ({node.op_type}) on the hot path")
         if param is not None and len(node.input) > param and node.input[param] not in constants:
-            report.problems.append(f"{node.name}: {node.op_type} axes must be a constant")
+            report.problems.append(f"{node.name}: {node.op_type} {param_name} must be a constant")
         if node.op_type == "LayerNormalization" and len([o for o in node.output if o]) > 1:
             report.problems.append(f"{node.name}: LayerNormalization may only use its first output")
 

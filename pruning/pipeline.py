@@ -18,7 +18,7 @@ from .batching import encode, evaluate, make_batches
 from .families import family
 from .jsonfile import write_atomic
 from .model_card import card
-from .tasks import Split, Task, get_task, glue_dir, load_split
+from .tasks import Split, Task, get_task, glue_dir, load_split, note_skipped
 from .userdata import DataFiles, load_file, user_task
 
 EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
@@ -62,8 +62,7 @@ class PruneOptions:
                 modeldir.embedded_encoder() if not self.model_dir else None]
 
     def settings(self) -> dict:
-        return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
 
 
 def embedded_cache(task: Task, max_len: int, seed: int) -> Path:
@@ -129,6 +128,7 @@ def prune(opts: PruneOptions) -> dict:
         seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 2)
         clock = now
 
+    modeldir.check_output(opts.out, opts.inputs(), opts.force)  # before minutes of work, not after
     files = opts.data_files
     if opts.model_dir:
         modeldir.check_model_dir(opts.model_dir)
@@ -136,7 +136,6 @@ def prune(opts: PruneOptions) -> dict:
         task = get_task(opts.task)
         data = glue_dir(opts.glue_dir)
         splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
-        _note_skipped(splits.values())
     if opts.model_dir:
         model_dir = Path(opts.model_dir)
     else:
@@ -147,7 +146,7 @@ def prune(opts: PruneOptions) -> dict:
     if files:  # the model says what the labels are; the files must use them
         task = user_task(model.config, Path(files.train).name)
         splits = {"train": load_file(files.train, files, task), "dev": load_file(files.dev, files, task)}
-        _note_skipped(splits.values())
+    note_skipped(splits.values())
     modeldir.check_labels(model.config, task.num_labels, task.name)
     modeldir.name_labels(model.config, task.label_names)
     train, dev = splits["train"].examples, splits["dev"].examples
@@ -225,13 +224,7 @@ def _card(report: dict) -> str:
              "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
     return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
                 report["source"], "text-classification", "transformers", facts,
-                {k: v for k, v in report["metrics"].items()}, usage)
-
-
-def _note_skipped(splits) -> None:
-    for split in splits:
-        if split.note():
-            print(f"note: {split.note()}", file=sys.stderr)
+                report["metrics"], usage)
 
 
 def _data_report(splits: dict[str, Split]) -> dict:

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -127,6 +128,13 @@ class Split:
             return None
         return (f"{self.source}: skipped {self.skipped} of {self.rows} rows that could not be read "
                 f"(first: {self.first_skipped})")
+
+
+def note_skipped(splits) -> None:
+    """Say on stderr which splits had unreadable rows (their count is also in report.json)."""
+    for split in splits:
+        if split and split.note():
+            print(f"note: {split.note()}", file=sys.stderr)
 
 
 def _read_tsv(task: Task, path: Path) -> Split:
