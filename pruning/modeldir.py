@@ -92,6 +92,11 @@ def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: 
     from transformers.utils import logging as hf_logging
 
     path = check_model_dir(path)
+    heads = read_object(path / "config.json", ModelError, "config.json").get("architectures") or []
+    if num_labels is None and heads and not any(str(h).endswith("ForSequenceClassification") for h in heads):
+        # a QA model or bare encoder would otherwise fail later as "lacks classifier weights"
+        raise ModelError(f"{path} holds a {heads[0]!s:.60}; supported are sequence classifiers "
+                         f"(*ForSequenceClassification) of {', '.join(SUPPORTED_MODEL_TYPES)}")
     tokenizer_dir = check_tokenizer_dir(tokenizer_dir if tokenizer_dir is not None else path)
     extra = {} if num_labels is None else {"num_labels": num_labels}
     verbosity = hf_logging.get_verbosity()

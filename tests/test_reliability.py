@@ -178,6 +178,9 @@ BROKEN = {
                   "cannot load the model"),
     "binary config": (lambda d: (d / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff"), "not UTF-8"),
     "list config": (lambda d: (d / "config.json").write_text("[1, 2]"), "not an object"),
+    "question answering": (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "architectures": ["BertForQuestionAnswering"]})),
+        "holds a BertForQuestionAnswering; supported are sequence classifiers"),
 }
 
 
