@@ -60,10 +60,10 @@ def _label(value, task: Task, path: str, row: int):
     text = str(value).strip()
     if text in task.labels:
         return task.labels.index(text)
-    if isinstance(value, (int, float)) or text.lstrip("-").isdigit():
-        index = int(float(text))
-        if 0 <= index < len(task.labels) and float(text) == index:
-            return index
+    # class indices: ints, whole floats (a CSV column with gaps reads as float), booleans, digits
+    number = float(value) if isinstance(value, (bool, int, float)) else float(text) if text.lstrip("-").isdigit() else None
+    if number is not None and number.is_integer() and 0 <= number < len(task.labels):
+        return int(number)
     hint = (" (the model's config.json names no classes: use class indices 0.."
             f"{len(task.labels) - 1}, or give it id2label)") if _placeholder(task.labels) else ""
     raise DataError(f"{path} row {row}: label {text!r:.40} is not one the model knows "

@@ -101,6 +101,20 @@ def test_data_flag_mixes_are_refused(roberta_dir, tmp_path, argv, needle):
     assert_refused(code, err, "pgb-prune", needle)
 
 
+def test_index_labels_of_every_json_type(tmp_path):
+    """Class indices as ints, whole floats, booleans or digit strings; 1.5 or 2 are refused."""
+    from transformers import BertConfig
+    task = user_task(BertConfig(num_labels=2), "d")
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": v}) + "\n"
+                            for i, v in enumerate([1, 0.0, True, False, "1", "0"])))
+    assert [e.label for e in load_file(str(path), DataFiles(None, str(path)), task).examples] == [1, 0, 1, 0, 1, 0]
+    for bad in (1.5, 2):
+        path.write_text(json.dumps({"text": "t", "label": bad}) + "\n")
+        with pytest.raises(DataError, match="is not one the model knows"):
+            load_file(str(path), DataFiles(None, str(path)), task)
+
+
 def test_unknown_format_and_placeholder_labels(tmp_path):
     from transformers import BertConfig
     (tmp_path / "d.xlsx").write_text("x")
