@@ -1,5 +1,6 @@
-"""A pruned (or dense) BERT-family sequence classifier (BERT, RoBERTa, DistilBERT: the
-family's paths, embeddings and head come from pruning.families) as an ONNX graph.
+"""A pruned (or dense) BERT-family model (BERT, RoBERTa, DistilBERT: the family's paths and
+embeddings come from pruning.families) with its task head (sequence classification or
+extractive question answering: pruning.heads, one emitter each) as an ONNX graph.
 
 The graph is written op by op from the weights, so that every grouped linear becomes a
 grouped MatMul subgraph and every exact simplification of PGB.md section 8 is made:
@@ -23,6 +24,7 @@ from torch import nn
 
 from pruning import bert
 from pruning.families import Family, UnsupportedFamily, family, layer_norm_eps
+from pruning.heads import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, Head, head_named
 from pruning.plan import MatrixPlan, Plan
 
 from .bert_io import BERT_IO
@@ -58,6 +60,13 @@ class _Weights:
         return self.sd[f"{name}.weight"].T, self.sd[f"{name}.bias"]
 
 
+def _head_linears(model: nn.Module, f: Family, head: Head) -> list[str]:
+    """The head's linear layers, paths from the model root, in order."""
+    if head is QUESTION_ANSWERING:
+        return [f.question_answering]
+    return [path.format(base=model.base_model_prefix) for path, _ in f.classifier]
+
+
 def _check_supported(model: nn.Module) -> Family:
     cfg = model.config
     try:
@@ -69,14 +78,14 @@ def _check_supported(model: nn.Module) -> Family:
         raise ExportError(f"unsupported activation {act!r}: only erf GELU ('gelu')")
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         raise ExportError("only absolute position embeddings are supported")
-    for path, _ in f.classifier:
+    head = head_named(model)
+    for path in _head_linears(model, f, head):
         try:
-            ok = isinstance(model.get_submodule(path.format(base=model.base_model_prefix)), nn.Linear)
+            ok = isinstance(model.get_submodule(path), nn.Linear)
         except AttributeError:
             ok = False
         if not ok:
-            raise ExportError(f"only {f.name}'s sequence-classification head is exported; this model has no "
-                              f"linear {path.format(base=model.base_model_prefix)}")
+            raise ExportError(f"only {f.name}'s standard {head.name} head is exported; this model has no linear {path}")
     return f
 
 
@@ -189,14 +198,32 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
         x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f)
 
     g.scope = "head"
-    h = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "Gather", axis=1)  # [CLS] / <s>
-    for path, act in f.classifier:
-        wh, bh = w.linear(path.format(base=prefix))
-        h = g.op("Add", [g.op("MatMul", [h, g.const(wh, "weight")], "MatMul"), g.const(bh, "bias")], "Add")
-        h = g.op(act, [h], act) if act else h
-    g.nodes.append(helper.make_node("Cast", [h], [io.output], name="head/output", to=FLOAT))
+    head = head_named(model)
+    for name, value in zip(head.outputs, HEAD_EMITTERS[head.name](g, x, w, model, f)):
+        g.nodes.append(helper.make_node("Cast", [value], [name], name=f"head/{name}", to=FLOAT))
 
     dims = [io.batch_axis, io.sequence_axis]
     inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in f.inputs]
-    outputs = [helper.make_tensor_value_info(io.output, FLOAT, [io.batch_axis, cfg.num_labels])]
+    out_dims = [io.sequence_axis] if head.per_token else [cfg.num_labels]
+    outputs = [helper.make_tensor_value_info(n, FLOAT, [io.batch_axis, *out_dims]) for n in head.outputs]
     return g.model(inputs, outputs, "pgb-export")
+
+
+def _classification_head(g: Graph, x: str, w: _Weights, model: nn.Module, f: Family) -> list[str]:
+    """The family's linears (and activations) on the first token, [CLS] or <s>: logits."""
+    h = g.op("Gather", [x, g.const(np.array(0, np.int64), "cls_index")], "Gather", axis=1)
+    for (_, act), path in zip(f.classifier, _head_linears(model, f, SEQUENCE_CLASSIFICATION)):
+        wh, bh = w.linear(path)
+        h = g.op("Add", [g.op("MatMul", [h, g.const(wh, "weight")], "MatMul"), g.const(bh, "bias")], "Add")
+        h = g.op(act, [h], act) if act else h
+    return [h]
+
+
+def _span_head(g: Graph, x: str, w: _Weights, model: nn.Module, f: Family) -> list[str]:
+    """One linear on every token to (start, end), split into start and end logits."""
+    wh, bh = w.linear(_head_linears(model, f, QUESTION_ANSWERING)[0])
+    both = g.op("Add", [g.op("MatMul", [x, g.const(wh, "weight")], "MatMul"), g.const(bh, "bias")], "Add")
+    return [g.op("Gather", [both, g.const(np.array(i, np.int64), "index")], "Gather", axis=2) for i in (0, 1)]
+
+
+HEAD_EMITTERS = {SEQUENCE_CLASSIFICATION.name: _classification_head, QUESTION_ANSWERING.name: _span_head}

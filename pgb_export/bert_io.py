@@ -10,7 +10,6 @@ import numpy as np
 @dataclass(frozen=True)
 class IOSpec:
     input_dtype: type = np.int64
-    output: str = "logits"
     batch_axis: str = "batch"
     sequence_axis: str = "sequence"
     # fp32 parity: max |logit difference| allowed between ONNX Runtime and PyTorch. Same

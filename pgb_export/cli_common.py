@@ -59,15 +59,16 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
 
 def add_data_flags(p: argparse.ArgumentParser, train: bool) -> None:
     """Users' own labelled data instead of a GLUE --task (CSV, TSV, JSON, JSONL, Parquet)."""
-    g = p.add_argument_group("your own data (instead of --task; labels as the model's config names them)")
+    g = p.add_argument_group("your own data (instead of --task; labels as the model's config names them; a "
+                             "question-answering model takes SQuAD-format JSON, or question/context/answers rows)")
     if train:
         g.add_argument("--train-file", metavar="F", help="training rows: importance, compensation, re-finetuning")
     g.add_argument("--dev-file", metavar="F", help="evaluation rows: the dev metric" + ("" if train else " parity"))
     g.add_argument("--text-column", metavar="C", help="text column (default: the first of text, sentence, "
-                                                       "sentence1, question, review, content)")
+                                                       "sentence1, question, review, content; QA: question)")
     g.add_argument("--text-pair-column", metavar="C", help="second text of a pair (default: sentence2 beside "
-                                                            "sentence1, question2 beside question1)")
-    g.add_argument("--label-column", metavar="C", default="label", help="label column (default: label)")
+                                                            "sentence1, question2 beside question1; QA: context)")
+    g.add_argument("--label-column", metavar="C", help="label column (default: label; QA: answers)")
 
 
 def data_files(args) -> DataFiles | None:

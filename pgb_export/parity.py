@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pruning.families import family, max_tokens
+from pruning.heads import head_named
 
 from .bert_io import BERT_IO
 
@@ -23,6 +24,7 @@ class ParityError(AssertionError):
 
 @dataclass
 class OutputCheck:
+    output: str
     batch_size: int
     seq_len: int
     max_abs_diff: float
@@ -50,18 +52,19 @@ class ParityReport:
 
 
 class FunctionSession:
-    """Anything that maps feeds to logits, shaped like an ONNX Runtime session for
-    check_outputs (TensorRT engines, the reference evaluator of plugin graphs)."""
+    """Anything that maps feeds to {output name: array}, shaped like an ONNX Runtime session
+    for check_outputs (TensorRT engines, the reference evaluator of plugin graphs)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, outputs: tuple[str, ...]):
+        self.fn, self.outputs = fn, outputs
 
     def get_outputs(self):
         from types import SimpleNamespace
-        return [SimpleNamespace(name=BERT_IO.output)]
+        return [SimpleNamespace(name=n) for n in self.outputs]
 
     def run(self, _names, inputs):
-        return [self.fn(inputs)]
+        got = self.fn(inputs)
+        return [got[n] for n in self.outputs]
 
 
 def feeds(encoded: dict, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -71,21 +74,24 @@ def feeds(encoded: dict, inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def torch_logits(model: nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
+def torch_outputs(model: nn.Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The head's outputs (pruning.heads), in the graph's order."""
     model.eval()
-    return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.float().numpy()
+    out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    return [t.float().numpy() for t in head_named(model).outputs_of(out)]
 
 
 def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float = BERT_IO.atol_fp32,
                   batch_sizes=(1, 4, 16), lengths=(16, 64, 128)) -> ParityReport:
-    """Compare logits on real sentences, for every batch size x (padded) length.
-    texts: strings or (a, b) pairs."""
+    """Compare every output of the head on real sentences, for every batch size x (padded)
+    length. texts: strings or (a, b) pairs (question answering: (question, context))."""
     report = ParityReport(atol)
     # Lengths beyond the model's position table cannot be fed to it at all.
     lengths = sorted({min(length, max_tokens(model.config)) for length in lengths})
     names = [o.name for o in session.get_outputs()]
-    if names != [BERT_IO.output]:
-        report.failures.append(f"outputs are {names}, expected [{BERT_IO.output!r}]")
+    expected = list(head_named(model).outputs)
+    if names != expected:
+        report.failures.append(f"outputs are {names}, expected {expected}")
         return report
     for bs in batch_sizes:
         for length in lengths:
@@ -94,17 +100,16 @@ def check_outputs(session, model: nn.Module, tokenizer, texts: list, atol: float
             b = [t[1] for t in chunk] if isinstance(chunk[0], tuple) else None
             enc = tokenizer(a, b, padding="max_length", truncation=True, max_length=length, return_tensors="np")
             inputs = feeds(enc, family(model).inputs)
-            got = session.run(None, inputs)[0]
-            want = torch_logits(model, inputs)
-            if got.shape != want.shape:
-                report.failures.append(f"logits shape {got.shape} != {want.shape} at batch {bs}, length {length}")
-                continue
-            diff = np.abs(got.astype(np.float64) - want)
-            where = tuple(int(i) for i in np.unravel_index(diff.argmax(), diff.shape))
-            check = OutputCheck(bs, length, float(diff.max()), where, [str(chunk[where[0]])[:200]])
-            report.checks.append(check)
-            if not check.max_abs_diff <= atol:
-                report.failures.append(
-                    f"logits differ by {check.max_abs_diff:.3g} > {atol:g} at batch {bs}, length {length}, "
-                    f"index {where}, on input {check.texts[0]!r}")
+            for name, got, want in zip(expected, session.run(None, inputs), torch_outputs(model, inputs)):
+                if got.shape != want.shape:
+                    report.failures.append(f"{name} shape {got.shape} != {want.shape} at batch {bs}, length {length}")
+                    continue
+                diff = np.abs(got.astype(np.float64) - want)
+                where = tuple(int(i) for i in np.unravel_index(diff.argmax(), diff.shape))
+                check = OutputCheck(name, bs, length, float(diff.max()), where, [str(chunk[where[0]])[:200]])
+                report.checks.append(check)
+                if not check.max_abs_diff <= atol:
+                    report.failures.append(
+                        f"{name} differ by {check.max_abs_diff:.3g} > {atol:g} at batch {bs}, length {length}, "
+                        f"index {where}, on input {check.texts[0]!r}")
     return report

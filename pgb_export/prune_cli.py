@@ -1,4 +1,4 @@
-"""pgb-prune: fine-tuned classifier + task data -> PGB-pruned model directory. Parses flags
+"""pgb-prune: fine-tuned classifier or QA model + task data -> PGB-pruned model directory. Parses flags
 into pruning.pipeline.PruneOptions, calls pruning.pipeline.prune, prints the summary."""
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ examples:
   pgb-prune ../shared/models/minilm-sst2 --task sst2 --target 0.5 --out runs/sst2-50
   pgb-prune --task sst2 --target 0.5 --out runs/demo          # embedded MiniLM, tuned first
   pgb-prune MODEL --task mrpc --target 0.6 --out runs/mrpc-unstr --ablation unstructured
+  pgb-prune --task squad --target 0.5 --out runs/squad-50 --max-len 256   # question answering
   pgb-prune my-roberta --train-file train.csv --dev-file dev.csv --text-column review \
             --label-column sentiment --target 0.5 --out runs/mine   # your model, your data
 
@@ -28,15 +29,15 @@ and report.json (ratios, FLOPs, dev metrics dense/vanilla/final, seconds per sta
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="pgb-prune", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Prune a fine-tuned BERT classifier with PGB: second-order importance, "
+        description="Prune a fine-tuned BERT-family classifier or question-answering model with PGB: second-order importance, "
                     "adaptive groups, permutation, budget with layer drop, weight "
                     "compensation and re-finetuning.")
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
-                   help="fine-tuned BERT, RoBERTa or DistilBERT classifier (directory or Hub model id); "
+                   help="fine-tuned BERT, RoBERTa or DistilBERT classifier or QA model (directory or Hub model id); "
                         "omit it to fine-tune the embedded "
                         f"MiniLM-L6 on {EMBEDDED_ROWS} rows of the task first (cached)")
-    p.add_argument("--task", help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli "
-                                  "(or your own data: --train-file and --dev-file)")
+    p.add_argument("--task", help="GLUE task: sst2 mrpc rte cola stsb qnli qqp mnli wnli; SQuAD: squad "
+                                  "squad_v2 (or your own data: --train-file and --dev-file)")
     p.add_argument("--target", required=True, type=number(float, 0, 1, True, True), metavar="RATIO",
                    help="fraction of prunable weights to remove, in (0, 1); 0.5 = half")
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output model directory")
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=3e-5, help="re-finetuning learning rate (default 3e-5)")
     p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")
-    p.add_argument("--max-len", type=number(int, 8, 8192), default=128, help="max tokens per example (default 128)")
+    p.add_argument("--max-len", type=number(int, 8, 8192), help="max tokens per example (default 128; question "
+                   "answering 384, longer contexts as overlapping windows)")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
@@ -76,7 +78,7 @@ def _check_flags(args) -> None:
             raise UsageError(f"--tau must be 'auto' or a finite non-negative number, got {args.tau!r:.40}")
     files = data_files(args)
     if not args.task and not files:
-        raise UsageError("give a GLUE --task, or your own data with --train-file and --dev-file")
+        raise UsageError("give a --task (GLUE, or squad / squad_v2), or your own data with --train-file and --dev-file")
     if files and not args.model_dir:
         raise UsageError("your own data needs your own MODEL_DIR (the embedded default is tuned on a GLUE --task)")
 

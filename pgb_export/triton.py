@@ -11,8 +11,7 @@ import shutil
 from pathlib import Path
 
 from pruning.families import family
-
-from .bert_io import BERT_IO
+from pruning.heads import Head
 
 FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 MODEL_PY = Path(__file__).parent / "triton_python" / "model.py"
@@ -22,16 +21,18 @@ class TritonConfigError(ValueError):
     """The generated config.pbtxt does not parse as a Triton ModelConfig."""
 
 
-def config_text(name: str, num_labels: int, max_batch: int, backend: str = "onnxruntime",
+def config_text(name: str, outputs: dict[str, list[int]], max_batch: int, backend: str = "onnxruntime",
                 instance_kind: str = "KIND_AUTO", queue_delay_us: int = 1000, notes: tuple[str, ...] = (),
                 inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")) -> str:
     """config.pbtxt: batch dimension implicit (max_batch_size > 0), sequence dynamic (-1);
-    `notes` become comment lines at the top."""
+    outputs: name -> dims after the batch; `notes` become comment lines at the top."""
     inputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_INT64 dims: [ -1 ] }}' for n in inputs)
+    outputs = ",\n".join(f'  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, d))} ] }}'
+                          for n, d in outputs.items())
     return ("".join(f"# {line}\n" for line in notes)
             + f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
             f"input [\n{inputs}\n]\n"
-            f'output [\n  {{ name: "{BERT_IO.output}" data_type: TYPE_FP32 dims: [ {num_labels} ] }}\n]\n'
+            f"output [\n{outputs}\n]\n"
             f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"
             f"instance_group [ {{ count: 1 kind: {instance_kind} }} ]\n")
 
@@ -63,13 +64,13 @@ def engine_notes(build: dict) -> tuple[str, ...]:
     return notes
 
 
-def write_repository(root: Path, model_bytes: bytes, model_config, max_batch: int,
+def write_repository(root: Path, model_bytes: bytes, model_config, head: Head, max_batch: int,
                      backend: str = "onnxruntime", name: str = "pgb_bert", notes: tuple[str, ...] = ()) -> dict:
     """Write one model of the repository under `root` (model.onnx, or model.plan for the
     tensorrt backend); returns what was written, for report.json."""
     kind = {"python": "KIND_CPU", "tensorrt": "KIND_GPU"}.get(backend, "KIND_AUTO")
-    text = config_text(name, model_config.num_labels, max_batch, backend, kind, notes=notes,
-                       inputs=family(model_config).inputs)
+    outputs = {n: head.output_dims(model_config.num_labels) for n in head.outputs}
+    text = config_text(name, outputs, max_batch, backend, kind, notes=notes, inputs=family(model_config).inputs)
     parsed = parse_config(text)
     version = root / name / "1"
     version.mkdir(parents=True)

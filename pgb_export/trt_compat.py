@@ -4,8 +4,8 @@
   and TensorRT version inside), with a supported element type on every input and output;
 - the opset is in the parser's range, and the restrictions the table states hold for the
   operators we emit (constant Unsqueeze and CumSum axes, LayerNormalization's single output);
-- ONNX shape inference succeeds with symbolic batch and sequence and gives logits of shape
-  (batch, labels);
+- ONNX shape inference succeeds with symbolic batch and sequence and gives every output as
+  (batch, labels), or (batch, sequence) for per-token outputs;
 - no int64 arithmetic: TensorRT computes int64 elementwise and MatMul slowly or not at all,
   so int64 may feed only shape and index operators (Shape, Gather indices, Range, Cast,
   Unsqueeze, Reshape, Concat).
@@ -88,7 +88,9 @@ def check(model: onnx.ModelProto, plugin_domain: str | None = None) -> CompatRep
         if node.op_type == "LayerNormalization" and len([o for o in node.output if o]) > 1:
             report.problems.append(f"{node.name}: LayerNormalization may only use its first output")
 
-    out = inferred.graph.output[0].type.tensor_type.shape.dim
-    if len(out) != 2 or not out[0].dim_param or out[1].dim_value <= 0:
-        report.problems.append("logits do not come out as (symbolic batch, labels) after shape inference")
+    for output in inferred.graph.output:  # (batch, labels) or, per token, (batch, sequence)
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) != 2 or not dims[0].dim_param or not (dims[1].dim_value > 0 or dims[1].dim_param):
+            report.problems.append(f"{output.name} does not come out as (symbolic batch, labels or sequence) "
+                                   f"after shape inference")
     return report

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .bert_io import BERT_IO
 
 MIN_TENSORRT = (10, 0)
 MIN_TENSORRT_PLUGIN = (10, 9)  # tensorrt.plugin's aot_impl, KernelLaunchParams, SymIntExprs
@@ -117,7 +116,8 @@ def build(onnx_bytes: bytes, spec: EngineSpec, timing_cache: Path, plugin: bool 
 
 @contextlib.contextmanager
 def open_engine(plan: bytes, plugin: bool = False) -> Iterator[Callable[[dict[str, np.ndarray]], np.ndarray]]:
-    """A function feeds -> logits over the deserialised engine, for as long as the block runs."""
+    """A function feeds -> {output name: array} over the deserialised engine, for as long as
+    the block runs."""
     require_tensorrt(plugin)
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.exception import PolygraphyException
@@ -125,6 +125,6 @@ def open_engine(plan: bytes, plugin: bool = False) -> Iterator[Callable[[dict[st
     _load_plugin(plugin)
     try:
         with TrtRunner(EngineFromBytes(plan)) as runner:
-            yield lambda feeds: runner.infer(feeds)[BERT_IO.output]
+            yield lambda feeds: {k: np.array(v) for k, v in runner.infer(feeds).items()}
     except PolygraphyException as e:
         raise EngineBuildError(f"TensorRT could not run the engine: {str(e).strip().splitlines()[0]}") from None

@@ -1,21 +1,31 @@
-"""Tokenised examples -> padded batches -> predictions and task metrics."""
+"""Tokenised examples -> padded batches -> model outputs -> task metrics.
+
+A batch is a dict: the model's inputs (padded tensors), its training targets (tensors) and,
+for tasks that decode their outputs (question answering), per-row metadata (lists). Each
+consumer takes the keys it needs: `model_args` says which.
+"""
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from numbers import Number
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .tasks import Example, Task, metrics
+from .families import family
+from .heads import head_named
+from .tasks import Example
+
+PADDED = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def encode(tokenizer, examples: Sequence[Example], max_len: int = 128,
-           inputs: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids")) -> list[dict]:
-    """Tokenised examples with only the model's `inputs` (a DistilBERT tokenizer may still
-    emit token_type_ids, which its model does not take)."""
+           inputs: Sequence[str] = PADDED) -> list[dict]:
+    """Sentence (pair) classification examples, tokenised, with only the model's `inputs`
+    (a DistilBERT tokenizer may still emit token_type_ids, which its model does not take)."""
     a = [e.text_a for e in examples]
     b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
     enc = tokenizer(a, b, truncation=True, max_length=max_len)
@@ -24,9 +34,10 @@ def encode(tokenizer, examples: Sequence[Example], max_len: int = 128,
 
 
 def make_batches(encoded: Sequence[dict], batch_size: int = 32, shuffle: bool = False,
-                 seed: int = 0, pad_id: int = 0) -> list[dict[str, torch.Tensor]]:
+                 seed: int = 0, pad_id: int = 0) -> list[dict]:
     """Pad each batch to its own longest sequence (dynamic padding): input_ids with the
-    tokenizer's pad id (RoBERTa's is 1), the mask and token types with 0."""
+    tokenizer's pad id (RoBERTa's is 1), the mask and token types with 0. Numbers become
+    tensors (float labels: regression); anything else stays a list."""
     order = list(range(len(encoded)))
     if shuffle:
         random.Random(seed).shuffle(order)
@@ -34,24 +45,33 @@ def make_batches(encoded: Sequence[dict], batch_size: int = 32, shuffle: bool = 
     for start in range(0, len(order), batch_size):
         items = [encoded[i] for i in order[start:start + batch_size]]
         width = max(len(it["input_ids"]) for it in items)
-        batch = {k: torch.tensor([it[k] + [pad_id if k == "input_ids" else 0] * (width - len(it[k])) for it in items])
-                 for k in items[0] if k != "labels"}
-        labels = [it["labels"] for it in items]
-        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float)
-                                       else torch.long)
+        batch = {}
+        for k in items[0]:
+            values = [it[k] for it in items]
+            if k in PADDED:
+                fill = pad_id if k == "input_ids" else 0
+                batch[k] = torch.tensor([v + [fill] * (width - len(v)) for v in values])
+            elif isinstance(values[0], Number):
+                batch[k] = torch.tensor(values, dtype=torch.float32 if isinstance(values[0], float) else torch.long)
+            else:
+                batch[k] = values
         batches.append(batch)
     return batches
 
 
+def model_args(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """The keys of `batch` the model's forward takes."""
+    return {k: batch[k] for k in family(model).inputs if k in batch}
+
+
 @torch.no_grad()
-def predict(model: nn.Module, batches: Sequence[dict], progress: bool = False) -> np.ndarray:
+def predict(model: nn.Module, batches: Sequence[dict], progress: bool = False) -> list[dict[str, np.ndarray]]:
+    """The head's outputs for each batch, by output name."""
     model.eval()
-    out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float().numpy()
-           for b in tqdm(batches, desc="predict", disable=not progress, unit="batch")]
-    return np.concatenate(out)
+    head = head_named(model)
+    return [dict(zip(head.outputs, (t.float().numpy() for t in head.outputs_of(model(**model_args(model, b))))))
+            for b in tqdm(batches, desc="predict", disable=not progress, unit="batch")]
 
 
-def evaluate(model: nn.Module, task: Task, batches: Sequence[dict],
-             progress: bool = False) -> dict[str, float]:
-    labels = np.concatenate([b["labels"].numpy() for b in batches])
-    return metrics(task, predict(model, batches, progress), labels)
+def evaluate(model: nn.Module, task, batches: Sequence[dict], progress: bool = False) -> dict[str, float]:
+    return task.score(predict(model, batches, progress), batches)

@@ -1,5 +1,5 @@
 """Model families, as data: where each supported family keeps its six prunable matrices, its
-LayerNorms, embeddings and sequence-classification head, how its positions and token types
+LayerNorms, embeddings and task heads, how its positions and token types
 work, and which inputs it takes. Pruning, the grouped modules and the exporter all read this;
 adding a family is one entry here (plus, where its embeddings or head differ in kind, a case
 in the exporter's emitters).
@@ -34,6 +34,8 @@ class Family:
     # Sequence classification: the head reads the first token and applies these linears
     # (path from the model root, activation after it or None), in order.
     classifier: tuple[tuple[str, str | None], ...]
+    # Extractive question answering: one linear on every token, to (start, end) logits.
+    question_answering: str = "qa_outputs"
 
     def path(self, kind: str) -> str:
         return self.matrices[kind]

@@ -14,13 +14,16 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert
+from .batching import model_args
+from .heads import head_named
 
 
 def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
              lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
              weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
              progress: bool = True) -> list[float]:
-    """Train `model` in place; `epoch_batches(e)` gives epoch e's batches (with "labels").
+    """Train `model` in place; `epoch_batches(e)` gives epoch e's batches (with the head's
+    targets), on the head's loss (pruning.heads), the one importance scoring uses.
 
     A fractional `epochs` (0.5) runs that share of the last epoch's batches. Returns the
     mean training loss of each epoch.
@@ -44,13 +47,14 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
     warm = max(1, int(warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    head = head_named(model)
     model.train()
     losses = []
     bar = tqdm(total=total, desc="finetune", disable=not progress, unit="step")
     for batches in plan:
         running = 0.0
         for batch in batches:
-            loss = model(**batch).loss
+            loss = head.loss(model(**model_args(model, batch)), batch).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -9,16 +9,17 @@ they are masked out of every attention, so dynamic padding does not bias F.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from . import bert
+from .batching import model_args
+from .heads import Loss, head_named
 
 Scores = dict[str, torch.Tensor]  # matrix name -> saliency, (M, N) = (in, out)
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-sample
 
 
 class FisherAccumulator:
@@ -52,30 +53,23 @@ class FisherAccumulator:
         self._hook.remove()
 
 
-def task_loss(num_labels: int) -> LossFn:
-    """Per-sample loss the model was fine-tuned with: MSE for regression, else CE."""
-    if num_labels == 1:
-        return lambda logits, y: (logits.squeeze(-1) - y.float()).square()
-    return lambda logits, y: nn.functional.cross_entropy(logits, y, reduction="none")
-
-
-def score(model: nn.Module, batches: Iterable[dict], loss_fn: LossFn | None = None,
+def score(model: nn.Module, batches: Iterable[dict], loss_fn: Loss | None = None,
           progress: bool = True) -> Scores:
     """Saliency of every prunable weight, from per-sample gradients on `batches`.
 
-    Each batch is a dict of model inputs plus "labels". The model is put in eval mode so
-    that dropout does not add noise to the gradients.
+    Each batch holds the model's inputs and its head's targets; the loss is the head's own
+    (pruning.heads) unless `loss_fn` is given. The model is put in eval mode so that dropout
+    does not add noise to the gradients.
     """
-    loss_fn = loss_fn or task_loss(model.config.num_labels)
+    loss_fn = loss_fn or head_named(model).loss
     refs = bert.matrices(model)
     accs = {r.name: FisherAccumulator(bert.linear(model, r)) for r in refs}
     was_training = model.training
     model.eval()
     try:
         for batch in tqdm(batches, desc="importance", disable=not progress, unit="batch"):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
             model.zero_grad(set_to_none=True)
-            losses = loss_fn(model(**inputs).logits, batch["labels"])
+            losses = loss_fn(model(**model_args(model, batch)), batch)
             losses.sum().backward()  # sum, not mean: each sample's own gradient
         model.zero_grad(set_to_none=True)
         return {r.name: (0.5 * bert.linear(model, r).weight.detach().float().square()

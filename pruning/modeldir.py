@@ -18,6 +18,7 @@ import torch
 from pruning import families
 from pruning.families import SUPPORTED_MODEL_TYPES, family
 from pruning.jsonfile import read_object
+from pruning.heads import Head, UnsupportedHead, head_named, head_of
 
 
 class ModelError(ValueError):
@@ -81,22 +82,25 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:300]
 
 
-def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: str | os.PathLike | None = None):
+def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: str | os.PathLike | None = None,
+         new_head: Head | None = None):
     """(model in fp32 eval mode, tokenizer), exactly as the directory declares them.
 
     Every weight the architecture declares must be in the checkpoint with its shape, and
     the checkpoint may hold nothing else: a missing tensor would otherwise be initialised at
-    random without a word. num_labels is only for a bare encoder, whose classification head
-    (everything outside the base model) is then new."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    random without a word. The head is the one config.json's architectures names
+    (pruning.heads); `new_head` (with num_labels for a classifier) puts a new, untrained head
+    on a bare encoder instead."""
+    import transformers
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = check_model_dir(path)
-    heads = read_object(path / "config.json", ModelError, "config.json").get("architectures") or []
-    if num_labels is None and heads and not any(str(h).endswith("ForSequenceClassification") for h in heads):
-        # a QA model or bare encoder would otherwise fail later as "lacks classifier weights"
-        raise ModelError(f"{path} holds a {heads[0]!s:.60}; supported are sequence classifiers "
-                         f"(*ForSequenceClassification) of {', '.join(SUPPORTED_MODEL_TYPES)}")
+    architectures = read_object(path / "config.json", ModelError, "config.json").get("architectures")
+    try:
+        head = new_head or head_of(architectures if isinstance(architectures, list) else None)
+    except UnsupportedHead as e:  # a bare encoder would otherwise fail later as "lacks classifier weights"
+        raise ModelError(f"{path} {e} (of {', '.join(SUPPORTED_MODEL_TYPES)})") from None
     tokenizer_dir = check_tokenizer_dir(tokenizer_dir if tokenizer_dir is not None else path)
     extra = {} if num_labels is None else {"num_labels": num_labels}
     verbosity = hf_logging.get_verbosity()
@@ -106,7 +110,7 @@ def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: 
         # Any failure in here is about the user's files (corrupt safetensors, config values of
         # the wrong type, shapes that disagree): one line naming the directory, never a traceback.
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = getattr(transformers, head.auto_class).from_pretrained(
                 path, dtype=torch.float32, output_loading_info=True, **extra)
         except Exception as e:
             raise ModelError(f"cannot load the model in {path}: {_first_line(e)}") from None
@@ -117,8 +121,10 @@ def load(path: str | os.PathLike, num_labels: int | None = None, tokenizer_dir: 
     finally:
         hf_logging.set_verbosity(verbosity)
     prefix = model.base_model_prefix + "."
-    missing = sorted(k for k in info["missing_keys"] if num_labels is None or k.startswith(prefix))
-    for what, keys in (("lacks", missing), ("has unexpected", sorted(info["unexpected_keys"])),
+    # a new head is missing by design, and the encoder's pooler may be left unused by it
+    missing = sorted(k for k in info["missing_keys"] if new_head is None or k.startswith(prefix))
+    unexpected = sorted(info["unexpected_keys"]) if new_head is None else []
+    for what, keys in (("lacks", missing), ("has unexpected", unexpected),
                        ("has wrongly shaped", sorted(info["mismatched_keys"]))):
         if keys:
             raise ModelError(f"the checkpoint in {path} {what} weights for its architecture: {keys[0]}"
@@ -142,10 +148,11 @@ def _probe(model, tokenizer, path: Path, tokenizer_dir: Path) -> None:
     try:
         with torch.no_grad():
             enc = tokenizer(PROBE, return_tensors="pt")
-            logits = model(**{k: v for k, v in enc.items() if k in family(model).inputs}).logits
+            outputs = head_named(model).outputs_of(model(**{k: v for k, v in enc.items()
+                                                            if k in family(model).inputs}))
     except Exception as e:
         raise ModelError(f"the model in {path} fails on a probe sentence: {_first_line(e)}") from None
-    if not torch.isfinite(logits).all():
+    if not all(torch.isfinite(o).all() for o in outputs):
         raise ModelError(f"the model in {path} gives non-finite outputs for a probe sentence")
 
 

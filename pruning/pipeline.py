@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from . import ablations, bert, compensation, cost, finetune, grouping, importance, modeldir, repermute
-from .batching import encode, evaluate, make_batches
+from .batching import evaluate, make_batches
 from .families import family
+from .heads import HEADS, head_named
 from .jsonfile import write_atomic
 from .model_card import card
-from .tasks import Split, Task, get_task, glue_dir, load_split, note_skipped
-from .userdata import DataFiles, load_file, user_task
+from .tasks import Split, get_task, glue_dir, note_skipped
+from .userdata import DataFiles, load_user_data
 
 EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
 EMBEDDED_LR = 5e-5
@@ -32,7 +33,7 @@ class PruneOptions:
     out: str
     target: float
     model_dir: str | None = None  # None: the embedded MiniLM, tuned on the task first
-    task: str | None = None  # a GLUE task, or None with data_files
+    task: str | None = None  # a GLUE task or squad / squad_v2, or None with data_files
     data_files: DataFiles | None = None
     tokenizer: str | None = None
     glue_dir: str | None = None
@@ -45,7 +46,7 @@ class PruneOptions:
     finetune_samples: int | None = None
     lr: float = 3e-5
     batch_size: int = 32
-    max_len: int = 128
+    max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
     seed: int = 0
     force: bool = False
@@ -65,22 +66,22 @@ class PruneOptions:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
 
 
-def embedded_cache(task: Task, max_len: int, seed: int) -> Path:
-    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{max_len}-seed{seed}"
+def embedded_cache(task, max_len: int | None, seed: int) -> Path:
+    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{max_len or task.max_len}-seed{seed}"
 
 
-def embedded_default(task: Task, train: list, opts: PruneOptions) -> Path:
+def embedded_default(task, train: list, opts: PruneOptions) -> Path:
     """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
     target = embedded_cache(task, opts.max_len, opts.seed)
     if (target / "config.json").is_file():
         return target
     print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
           file=sys.stderr)
-    model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels)
+    model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
     if task.is_regression:
         model.config.problem_type = "regression"
     rows = random.Random(opts.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
-    enc = encode(tok, rows, opts.max_len)
+    enc = task.encode(tok, rows, opts.max_len or task.max_len, family(model).inputs, train=True)
     finetune.finetune(model, lambda e: make_batches(enc, opts.batch_size, True, opts.seed + e),
                       1, EMBEDDED_LR, seed=opts.seed, progress=opts.progress)
     model.config.finetuning_task = task.name
@@ -92,7 +93,7 @@ def embedded_default(task: Task, train: list, opts: PruneOptions) -> Path:
     return target
 
 
-def recover(model, task: Task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
+def recover(model, task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
             compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
             progress: bool, pad_id: int = 0, lap=lambda stage: None) -> tuple[dict, dict]:
     """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
@@ -134,8 +135,7 @@ def prune(opts: PruneOptions) -> dict:
         modeldir.check_model_dir(opts.model_dir)
     if files is None:
         task = get_task(opts.task)
-        data = glue_dir(opts.glue_dir)
-        splits = {"train": load_split(task, "train", data), "dev": load_split(task, "dev", data)}
+        splits = task.load(glue_dir(opts.glue_dir))
     if opts.model_dir:
         model_dir = Path(opts.model_dir)
     else:
@@ -143,20 +143,23 @@ def prune(opts: PruneOptions) -> dict:
         model_dir = embedded_default(task, splits["train"].examples, opts)
         lap("embedded_finetune")
     model, tok = modeldir.load(model_dir, tokenizer_dir=opts.tokenizer)
+    head = head_named(model)
     if files:  # the model says what the labels are; the files must use them
-        task = user_task(model.config, Path(files.train).name)
-        splits = {"train": load_file(files.train, files, task), "dev": load_file(files.dev, files, task)}
+        task, splits = load_user_data(files, model.config, head)
+    elif task.head is not head:
+        raise modeldir.ModelError(f"{model_dir} holds a {type(model).__name__}; {task.name} needs a "
+                                  f"*{task.head.architecture}")
     note_skipped(splits.values())
     modeldir.check_labels(model.config, task.num_labels, task.name)
     modeldir.name_labels(model.config, task.label_names)
     train, dev = splits["train"].examples, splits["dev"].examples
-    max_len = modeldir.max_tokens(model.config, opts.max_len)
+    max_len = modeldir.max_tokens(model.config, opts.max_len or task.max_len)
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     sample_rows = rng.sample(train, min(opts.samples, len(train)))
     inputs, pad = family(model).inputs, tok.pad_token_id or 0
-    samples = make_batches(encode(tok, sample_rows, max_len, inputs), opts.batch_size, pad_id=pad)
-    dev_batches = make_batches(encode(tok, dev, max_len, inputs), 64, pad_id=pad)
+    samples = make_batches(task.encode(tok, sample_rows, max_len, inputs, train=True), opts.batch_size, pad_id=pad)
+    dev_batches = make_batches(task.encode(tok, dev, max_len, inputs, train=False), 64, pad_id=pad)
     lap("load")
 
     metrics = {"dense": evaluate(model, task, dev_batches, progress)}
@@ -174,7 +177,7 @@ def prune(opts: PruneOptions) -> dict:
     lap("planning")
 
     train_rows = train if opts.finetune_samples is None else rng.sample(train, min(opts.finetune_samples, len(train)))
-    train_enc = encode(tok, train_rows, max_len, inputs) if opts.finetune_epochs > 0 else []
+    train_enc = task.encode(tok, train_rows, max_len, inputs, train=True) if opts.finetune_epochs > 0 else []
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not opts.no_compensation, epochs=opts.finetune_epochs,
                               lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
@@ -187,7 +190,7 @@ def prune(opts: PruneOptions) -> dict:
 
     kept_total, total = cost.kept_params(masks), cost.total_params(masks)
     report = {
-        "task": task.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
+        "task": task.name, "head": head.name, "main_metric": task.main_metric, "model_dir": str(model_dir),
         "source": opts.source or str(model_dir),
         "method": plan.meta.get("method"), "target": opts.target,
         "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
@@ -219,11 +222,12 @@ def _card(report: dict) -> str:
              "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
              "layers": ", ".join(f"{k} {v}" for k, v in report["plan"].items() if k in ("ffn_layers_kept",
                                                                                      "ffn_layers_dropped"))}
-    usage = ("`AutoModelForSequenceClassification.from_pretrained(dir)` computes the pruned model (its "
+    head = next(h for h in HEADS if h.name == report["head"])
+    usage = (f"`{head.auto_class}.from_pretrained(dir)` computes the pruned model (its "
              "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
              "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
     return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
-                report["source"], "text-classification", "transformers", facts,
+                report["source"], head.name, "transformers", facts,
                 report["metrics"], usage)
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from .heads import SEQUENCE_CLASSIFICATION
+
 
 class DataError(ValueError):
     """Task data is missing or unreadable."""
@@ -28,6 +30,11 @@ class Example(NamedTuple):
     text_a: str
     text_b: str | None
     label: float | int
+
+    @property
+    def texts(self) -> str | tuple[str, str]:
+        """What the tokenizer takes: the text, or the pair."""
+        return self.text_a if self.text_b is None else (self.text_a, self.text_b)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Task:
     hub_text: tuple[str, ...] = ("sentence1", "sentence2")
     hub_dev: str = "validation"
     names: tuple[str, ...] | None = None  # human names of the classes (the Hub's GLUE label names)
+    head = SEQUENCE_CLASSIFICATION
+    max_len = 128  # default tokens per input
 
     @property
     def num_labels(self) -> int:
@@ -56,6 +65,19 @@ class Task:
     def label_names(self) -> tuple[str, ...] | None:
         """Class names for id2label: the Hub's where the files' labels are bare digits."""
         return self.names or self.labels
+
+    def load(self, directory: Path | None, splits: tuple[str, ...] = ("train", "dev")) -> dict[str, "Split"]:
+        """The task's splits from a GLUE directory (None: the Hub)."""
+        return {s: load_split(self, s, directory) for s in splits}
+
+    def encode(self, tokenizer, examples, max_len: int, inputs, train: bool) -> list[dict]:
+        from .batching import encode
+        return encode(tokenizer, examples, max_len, inputs)
+
+    def score(self, outputs, batches) -> dict[str, float]:
+        """Official metrics from per-batch outputs ({"logits": ...}) and the batches' labels."""
+        return metrics(self, np.concatenate([o["logits"] for o in outputs]),
+                       np.concatenate([b["labels"].numpy() for b in batches]))
 
 
 # Label orders follow the Hub's GLUE configs, so Hub-trained checkpoints agree with ours.
@@ -80,11 +102,13 @@ TASKS = {t.name: t for t in (
 )}
 
 
-def get_task(name: str) -> Task:
-    try:
-        return TASKS[name.lower()]
-    except KeyError:
-        raise DataError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
+def get_task(name: str):
+    """A GLUE Task, or a SQuAD QATask (pruning.squad), by name."""
+    from .squad import SQUAD
+    task = TASKS.get(name.lower()) or SQUAD.get(name.lower())
+    if task is None:
+        raise DataError(f"unknown task {name!r}; choose one of {', '.join([*TASKS, *SQUAD])}")
+    return task
 
 
 def fixture_task(model_dir: str | os.PathLike) -> Task:

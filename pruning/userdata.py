@@ -3,7 +3,9 @@ local loaders (no Hub), with the columns the user names and the labels the model
 
 The task is the model's: its classes are the model's id2label (string labels map through
 label2id), one output means regression; the metric is accuracy (with F1 for two classes and
-MCC) or Pearson/Spearman.
+MCC) or Pearson/Spearman. A question-answering model takes SQuAD-format JSON, or rows with a
+question, a context and SQuAD's answers {text, answer_start}; its metric is EM / F1, with
+"no answer" a prediction when some question of the files has none.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .heads import QUESTION_ANSWERING, Head
+from .squad import QATask, load_qa_rows, read_squad_json, squad_split
 from .tasks import MAX_SKIPPED, DataError, Example, Split, Task
 
 FORMATS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".json": ("json", {}),
@@ -29,7 +33,7 @@ class DataFiles:
     dev: str | None
     text_column: str | None = None
     text_pair_column: str | None = None
-    label_column: str = "label"
+    label_column: str | None = None  # None: "label" (classification), "answers" (QA)
 
     def paths(self) -> list[str]:
         return [p for p in (self.train, self.dev) if p]
@@ -81,7 +85,7 @@ def _columns(names: list[str], files: DataFiles, path: str) -> tuple[str, str | 
         raise DataError(f"{path}: which column is the text? Give --text-column (its columns are {', '.join(names)})")
     pair = need(files.text_pair_column, "--text-pair-column") if files.text_pair_column else (
         PAIR_COLUMNS.get(text) if PAIR_COLUMNS.get(text) in names else None)
-    return text, pair, need(files.label_column, "--label-column")
+    return text, pair, need(files.label_column or "label", "--label-column")
 
 
 def _rows(path: str) -> list[dict]:
@@ -128,3 +132,25 @@ def load_file(path: str, files: DataFiles, task: Task) -> Split:
     if not out or skipped > MAX_SKIPPED * len(rows):
         raise DataError(f"{path}: {skipped} of {len(rows)} rows have no usable text or label (first: {first})")
     return Split(out, path, len(rows), skipped, first)
+
+
+def _qa_file(path: str, files: DataFiles) -> Split:
+    if Path(path).suffix.lower() == ".json" and Path(path).is_file():
+        try:
+            return squad_split(read_squad_json(Path(path)), path)
+        except DataError as e:
+            if "is not a SQuAD-format file" not in str(e):
+                raise  # a SQuAD file with a problem; anything else may be JSON rows, read below
+    return load_qa_rows(_rows(path), path, files.text_column or "question", files.text_pair_column or "context",
+                        files.label_column or "answers")
+
+
+def load_user_data(files: DataFiles, config, head: Head) -> tuple:
+    """(task, {"train": Split, "dev": Split}) for the given files (either may be absent)."""
+    paths = {k: p for k, p in (("train", files.train), ("dev", files.dev)) if p}
+    name = Path(files.train or files.dev).name
+    if head is QUESTION_ANSWERING:
+        splits = {k: _qa_file(p, files) for k, p in paths.items()}
+        return QATask(name, any(not e.answers for s in splits.values() for e in s.examples)), splits
+    task = user_task(config, name)
+    return task, {k: load_file(p, files, task) for k, p in paths.items()}

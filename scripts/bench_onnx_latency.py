@@ -25,7 +25,7 @@ import torch
 from pruning import modeldir
 from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
-from pgb_export.export_cli import session
+from pgb_export.exporter import session
 from pgb_export.grouped_linear import LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute

@@ -1,7 +1,8 @@
-"""Our onnx/ as a Hugging Face user loads it: optimum's ORTModelForSequenceClassification and
+"""Our onnx/ as a Hugging Face user loads it: optimum's ORTModelFor... class of the head and
 the transformers pipeline, in .venv-optimum (transformers 4.57: optimum-onnx pins < 4.58),
-for every family. Their logits equal our own ONNX Runtime session's, their tokenizer gives
-our ids, and the pipeline answers with the model's label names."""
+for every family and head. Their outputs equal our own ONNX Runtime session's, their
+tokenizer gives our ids, and the pipeline answers with the model's label names (or, for
+question answering, with a span of the context)."""
 import json
 import subprocess
 
@@ -15,6 +16,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
 from pgb_export import export_cli
 from pruning import modeldir
 from tests.conftest import ROOT
+from tests.test_question_answering import tiny_qa
 from tests.test_reliability import call
 
 VENV = ROOT / ".venv-optimum"
@@ -37,22 +39,33 @@ def tiny(name: str, vocab: int, pad: int):
 
 
 @pytest.mark.skipif(not (VENV / "bin" / "python").exists(), reason=".venv-optimum missing: run scripts/setup.sh")
+@pytest.mark.parametrize("head", ["text-classification", "question-answering"])
 @pytest.mark.parametrize("name", ["bert", "roberta", "distilbert"])
-def test_optimum_and_pipeline_load_our_onnx(name, tmp_path):
+def test_optimum_and_pipeline_load_our_onnx(name, head, tmp_path):
     tok = AutoTokenizer.from_pretrained(modeldir.embedded_encoder())
-    tiny(name, len(tok), tok.pad_token_id).save_pretrained(tmp_path / "model")
+    qa = head == "question-answering"
+    model = tiny_qa(name, len(tok), tok.pad_token_id, 128) if qa else tiny(name, len(tok), tok.pad_token_id)
+    model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     code, err = call(export_cli, str(tmp_path / "model"), "--out", str(tmp_path / "deploy"))
     assert code == 0, err
     onnx_dir = tmp_path / "deploy" / "onnx"
+    pairs = [(q, SENTENCES[(i + 1) % 3]) for i, q in enumerate(SENTENCES)]
+    texts = [f"{q}|{c}" for q, c in pairs] if qa else SENTENCES
     r = subprocess.run([str(VENV / "bin" / "python"), str(ROOT / "scripts" / "optimum_check.py"), str(onnx_dir),
-                        *SENTENCES], capture_output=True, text=True, timeout=600)
+                        *texts], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    enc = tok(SENTENCES, padding=True, return_tensors="np")
+    enc = (tok([q for q, _ in pairs], [c for _, c in pairs], padding=True, return_tensors="np") if qa
+           else tok(SENTENCES, padding=True, return_tensors="np"))
     assert got["tokens"] == enc["input_ids"].tolist()
     sess = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    mine = sess.run(None, {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()})[0]
+    mine = sess.run(None, {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()})
     assert got["inputs"] == [i.name for i in sess.get_inputs()]
-    np.testing.assert_allclose(np.array(got["logits"]), mine, atol=1e-6)
-    assert got["labels"] == [NAMES[int(i)] for i in mine.argmax(-1)]
+    assert list(got["outputs"]) == [o.name for o in sess.get_outputs()]
+    for theirs, ours in zip(got["outputs"].values(), mine):
+        np.testing.assert_allclose(np.array(theirs), ours, atol=1e-6)
+    if qa:
+        assert all(a and a in c for a, (_, c) in zip(got["answers"], pairs)), got["answers"]
+    else:
+        assert got["labels"] == [NAMES[int(i)] for i in mine[0].argmax(-1)]

@@ -178,9 +178,12 @@ BROKEN = {
                   "cannot load the model"),
     "binary config": (lambda d: (d / "config.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff"), "not UTF-8"),
     "list config": (lambda d: (d / "config.json").write_text("[1, 2]"), "not an object"),
-    "question answering": (lambda d: (d / "config.json").write_text(json.dumps(
+    "masked lm head": (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "architectures": ["BertForMaskedLM"]})),
+        "holds a BertForMaskedLM; supported heads are *ForSequenceClassification, *ForQuestionAnswering"),
+    "qa config on classifier weights": (lambda d: (d / "config.json").write_text(json.dumps(
         {**json.loads((d / "config.json").read_text()), "architectures": ["BertForQuestionAnswering"]})),
-        "holds a BertForQuestionAnswering; supported are sequence classifiers"),
+        "lacks weights for its architecture: qa_outputs"),
 }
 
 

@@ -8,20 +8,21 @@ import numpy as np
 import pytest
 
 from pgb_export.triton import TritonConfigError, config_text, engine_notes, parse_config, write_repository
+from pruning.heads import HEADS, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION
 from tests.conftest import ROOT, needs_shared
 
 VENV = ROOT / ".venv-triton"
 
 
 def test_config_parses_as_triton_model_config():
-    cfg = parse_config(config_text("m", 3, 16))
+    cfg = parse_config(config_text("m", {"logits": [3]}, 16))
     assert cfg.backend == "onnxruntime" and cfg.max_batch_size == 16
     assert [i.name for i in cfg.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert all(list(i.dims) == [-1] and i.data_type == 9 for i in cfg.input)  # TYPE_INT64
     assert list(cfg.output[0].dims) == [3] and cfg.output[0].data_type == 11  # TYPE_FP32
     assert cfg.HasField("dynamic_batching")
     with pytest.raises(TritonConfigError, match="does not parse"):
-        parse_config(config_text("m", 3, 16).replace("max_batch_size", "max_batch_sizes"))
+        parse_config(config_text("m", {"logits": [3]}, 16).replace("max_batch_size", "max_batch_sizes"))
 
 
 def test_engine_model_states_what_serving_it_needs(tmp_path):
@@ -30,7 +31,8 @@ def test_engine_model_states_what_serving_it_needs(tmp_path):
     from types import SimpleNamespace
     build = {"tensorrt": "10.13.3.9", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
              "max_batch": 32, "max_seq": 128, "plugin": True}
-    written = write_repository(tmp_path, b"engine", SimpleNamespace(num_labels=2, model_type="bert"), 32, "tensorrt",
+    written = write_repository(tmp_path, b"engine", SimpleNamespace(num_labels=2, model_type="bert"),
+                               SEQUENCE_CLASSIFICATION, 32, "tensorrt",
                                "pgb_bert_trt",
                                engine_notes(build))
     text = (tmp_path / "pgb_bert_trt" / "config.pbtxt").read_text()
@@ -52,7 +54,7 @@ def test_real_tritonserver_serves_the_export(pruned_sst2, tmp_path):
     import tritonclient.http as httpclient
     from transformers import AutoTokenizer
 
-    from pgb_export.export_cli import session
+    from pgb_export.exporter import session
     from pgb_export.triton_server import TritonServer
 
     out = tmp_path / "deploy"
@@ -83,16 +85,21 @@ def test_real_tritonserver_serves_the_export(pruned_sst2, tmp_path):
     assert server.process.poll() is not None, f"tritonserver {pid} still running"
 
 
-def test_repository_models_for_every_backend(tmp_path):
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: h.name)
+def test_repository_models_for_every_backend(tmp_path, head):
+    """Every backend x family x head: the config parses, with the family's inputs and the
+    head's outputs (logits per label; start and end logits per token)."""
     from types import SimpleNamespace
 
-    from pgb_export.triton import write_repository
     for backend, name, file, family in (("onnxruntime", "a", "model.onnx", "bert"), ("python", "b", "model.onnx", "roberta"),
                                         ("tensorrt", "c", "model.plan", "distilbert")):
-        info = write_repository(tmp_path, b"bytes", SimpleNamespace(num_labels=2, model_type=family), 16, backend, name)
+        info = write_repository(tmp_path, b"bytes", SimpleNamespace(num_labels=2, model_type=family), head, 16,
+                                backend, name)
         assert info["backend"] == backend and (tmp_path / name / "1" / file).read_bytes() == b"bytes"
         parsed = parse_config((tmp_path / name / "config.pbtxt").read_text())
         assert parsed.instance_group[0].kind == {"onnxruntime": 0, "python": 2, "tensorrt": 1}[backend]  # AUTO, CPU, GPU
         # the family's inputs: RoBERTa and DistilBERT graphs take no token_type_ids
         assert [i.name for i in parsed.input] == ["input_ids", "attention_mask"] + ["token_type_ids"] * (family == "bert")
+        assert [(o.name, list(o.dims)) for o in parsed.output] == (
+            [("start_logits", [-1]), ("end_logits", [-1])] if head is QUESTION_ANSWERING else [("logits", [2])])
     assert (tmp_path / "b" / "1" / "model.py").is_file()

@@ -50,7 +50,7 @@ def test_csv_with_its_own_columns_and_string_labels(roberta_dir, tmp_path):
                      str(tmp_path / "dev.csv"), *cols, "--max-len", "32")
     assert code == 0, err
     acc = json.loads((tmp_path / "deploy" / "report.json").read_text())["accuracy"]
-    assert acc["examples"] == 20 and acc["difference_points"] <= 0.1
+    assert acc["rows"] == 20 and acc["difference_points"] <= 0.1
     assert abs(acc["pytorch"]["accuracy"] - report["metrics"]["final"]["accuracy"]) < 1e-9
 
 
@@ -94,7 +94,7 @@ def test_bad_user_data_is_one_line(roberta_dir, tmp_path, content, flags, needle
 @pytest.mark.parametrize("argv, needle", [
     (["--task", "sst2", "--dev-file", "d.csv"], "give one or the other"),
     (["--train-file", "t.csv"], "needs both --train-file and --dev-file"),
-    ([], "give a GLUE --task, or your own data"),
+    ([], "give a --task (GLUE, or squad / squad_v2), or your own data"),
 ])
 def test_data_flag_mixes_are_refused(roberta_dir, tmp_path, argv, needle):
     code, err = call(prune_cli, str(roberta_dir), "--target", "0.5", "--out", str(tmp_path / "o"), *argv)

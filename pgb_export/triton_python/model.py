@@ -14,7 +14,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.inputs = [i["name"] for i in config["input"]]
-        self.output = config["output"][0]["name"]
+        self.outputs = [o["name"] for o in config["output"]]
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("PGB_ORT_THREADS", "2"))
@@ -24,6 +24,6 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             feeds = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}
-            logits = self.session.run([self.output], feeds)[0]
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output, logits)]))
+            values = self.session.run(self.outputs, feeds)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, v) for n, v in zip(self.outputs, values)]))
         return responses

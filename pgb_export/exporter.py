@@ -1,0 +1,359 @@
+"""The export application as one typed function: model directory -> deployment directory
+(onnx/, report.json, README.md, and with the options a TensorRT engine and a Triton model
+repository). pgb-export parses flags into ExportOptions and calls `export`; tests and
+benchmarks call it directly.
+
+Every check (outputs against PyTorch, the dev metric, TensorRT's parser, the plugin graph,
+the engine) returns its own report; `export` gathers their failures and writes nothing when
+there is one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pruning import bert, cost, modeldir, repermute
+from pruning.batching import make_batches, predict
+from pruning.families import family
+from pruning.heads import HEADS, head_named
+from pruning.jsonfile import write_atomic
+from pruning.model_card import card
+from pruning.plan import Plan, PlanError
+from pruning.tasks import get_task, glue_dir, note_skipped
+from pruning.userdata import DataFiles, load_user_data
+
+from . import trt_compat, trt_engine
+from .bert_graph import build, dense_plan
+from .bert_io import BERT_IO
+from .census import census, check_against_plan
+from .grouped_linear import PLUGIN_OP, LinearOptions
+from .parity import FunctionSession, ParityError, check_outputs
+
+# Real sentences for the output check when there is no dev set; question-answering models
+# get them as (question, context) pairs of neighbours.
+DEFAULT_TEXTS = [
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "allows us to hope that nolan is poised to embark a major career as a commercial yet inventive filmmaker .",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's austere locales .",
+    "it 's slow -- very , very slow .",
+    "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
+]
+
+# Options that only mean something beside another one, and their defaults once that one is given.
+DEPENDENT = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
+             "triton": {"triton_backend": "onnxruntime"}}
+
+
+class OptionsError(ValueError):
+    """Options that conflict, or one that would be silently ignored."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    model_dir: str
+    out: str
+    task: str | None = None  # GLUE or squad / squad_v2: compare the dev metric too
+    data_files: DataFiles | None = None  # the user's dev file instead of a task
+    tokenizer: str | None = None
+    glue_dir: str | None = None
+    triton: bool = False
+    triton_backend: str | None = None  # onnxruntime (default with triton) or python
+    trt: bool = False
+    precision: str | None = None  # engine precision, fp16 (default with trt) or fp32
+    max_seq: int | None = None  # engine profile (default 128 with trt)
+    opt_seq: int | None = None
+    timing_cache: str | None = None
+    plugin: bool = False
+    fp16: bool = False
+    opset: int = 17
+    grouped_form: str = "split"
+    permute_form: str = "transpose"
+    max_len: int | None = None  # dev tokens per input; None: the task's default
+    max_batch: int = 32
+    force: bool = False
+    progress: bool = True
+    source: str | None = None  # the model as the user named it (a Hub id stays one)
+
+    def validated(self) -> ExportOptions:
+        """These options with dependent defaults filled in; OptionsError for a conflict."""
+        filled = {}
+        for owner, options in DEPENDENT.items():
+            for name, default in options.items():
+                if getattr(self, name) is not None and not getattr(self, owner):
+                    flag = name.replace("_", "-")
+                    raise OptionsError(f"--{flag} only applies with --{owner}: add --{owner} or drop it")
+                filled[name] = default if getattr(self, name) is None else getattr(self, name)
+        opts = dataclasses.replace(self, **filled)
+        if opts.task and opts.data_files:
+            raise OptionsError("--task reads GLUE or SQuAD data; --dev-file is for your own: give one or the other")
+        if opts.trt and opts.opt_seq is not None and opts.opt_seq > opts.max_seq:
+            raise OptionsError(f"--opt-seq {opts.opt_seq} is longer than --max-seq {opts.max_seq}")
+        if opts.trt and (opts.task or opts.data_files) and opts.max_len and opts.max_len > opts.max_seq:
+            raise OptionsError(f"--max-len {opts.max_len} is longer than the engine's --max-seq {opts.max_seq}: "
+                               f"the dev set could not be fed to it")
+        return opts
+
+    def inputs(self) -> list:
+        """Every path the run reads: --out must not overlap any of them."""
+        return [self.model_dir, self.tokenizer, glue_dir(self.glue_dir) if self.task else None,
+                *(self.data_files.paths() if self.data_files else [])]
+
+
+def load_plan(model_dir: Path, model) -> Plan:
+    """pgb.json checked against the weights beside it; a dense plan when there is none."""
+    if not (model_dir / "pgb.json").exists():
+        return dense_plan(model)
+    plan = Plan.load(model_dir / "pgb.json")
+    plan.check_matches(bert.matrices(model))
+    bad = repermute.violations(model, plan)
+    if bad:
+        raise PlanError(f"weights are non-zero outside the pgb.json blocks in {bad[0]}"
+                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else ""))
+    return plan
+
+
+def session(model_bytes: bytes, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def runner(sess):
+    """feeds -> {output name: array} over an ONNX Runtime session."""
+    names = [o.name for o in sess.get_outputs()]
+    return lambda feeds: dict(zip(names, sess.run(None, feeds)))
+
+
+class DevSet:
+    """The task's dev set, batched, with PyTorch's outputs computed once; each exported
+    runtime is compared against them on the task's own metric."""
+
+    def __init__(self, task, batches: list, torch_outputs: list[dict], inputs: tuple[str, ...]):
+        self.task, self.batches, self.inputs = task, batches, inputs
+        self.torch_metrics = task.score(torch_outputs, batches)
+
+    def lengths(self) -> np.ndarray:
+        return np.concatenate([b["attention_mask"].sum(1).numpy() for b in self.batches])
+
+    def compare(self, runtime: str, run, tolerance: float) -> dict:
+        """The task metric of `run` (feeds -> {output: array}) beside PyTorch's; a gap above
+        `tolerance` points is this report's failure."""
+        outputs = [run({k: b[k].numpy() for k in self.inputs}) for b in self.batches]
+        mine, metric = self.task.score(outputs, self.batches), self.task.main_metric
+        gap = abs(self.torch_metrics[metric] - mine[metric]) * 100
+        failure = None if gap <= tolerance else (
+            f"{runtime} {metric} differs by {gap:.3f} points on the {self.task.name} dev set "
+            f"(pytorch {self.torch_metrics[metric]:.4f}, {runtime} {mine[metric]:.4f})")
+        return {"task": self.task.name, "metric": metric, "rows": sum(len(b["input_ids"]) for b in self.batches),
+                "pytorch": self.torch_metrics, runtime: mine, "difference_points": gap,
+                "tolerance_points": tolerance, "ok": failure is None, "failures": [failure] if failure else []}
+
+
+def _dev_data(opts: ExportOptions, model):
+    """(task, dev Split) from --task or the user's dev file, or (None, None)."""
+    if opts.data_files:
+        task, splits = load_user_data(opts.data_files, model.config, head_named(model))
+        return task, splits["dev"]
+    if not opts.task:
+        return None, None
+    task = get_task(opts.task)
+    if task.head is not head_named(model):
+        raise modeldir.ModelError(f"{opts.model_dir} holds a {type(model).__name__}; {task.name} needs a "
+                                  f"*{task.head.architecture}")
+    return task, task.load(glue_dir(opts.glue_dir), ("dev",))["dev"]
+
+
+def _texts(dev, head_per_token: bool) -> list:
+    """Up to 64 real inputs for the output checks: the dev set's, else DEFAULT_TEXTS."""
+    if dev:
+        return [e.texts for e in dev.examples[:64]]
+    if head_per_token:
+        return list(zip(DEFAULT_TEXTS, DEFAULT_TEXTS[1:] + DEFAULT_TEXTS[:1]))
+    return DEFAULT_TEXTS
+
+
+def failures(report: dict) -> list[str]:
+    """Every failure the checks in `report` recorded, each named by its check."""
+    out = list(report["parity"]["failures"])
+    out += report.get("accuracy", {}).get("failures", [])
+    out += [f"plugin graph: {f}" for f in report.get("plugin_graph", {}).get("failures", [])]
+    trt = report.get("tensorrt", {})
+    out += [f"TensorRT: {f}" for f in trt.get("parity", {}).get("failures", []) + trt.get("accuracy", {}).get("failures", [])]
+    return out
+
+
+def export(opts: ExportOptions) -> dict:
+    """The whole application; returns report.json's content. ParityError (nothing written)
+    when a check fails."""
+    t0 = time.perf_counter()
+    opts = opts.validated()
+    if opts.trt:
+        trt_engine.require_tensorrt(plugin=opts.plugin)
+    modeldir.check_output(opts.out, opts.inputs(), opts.force)  # before minutes of work, not after
+    model_dir = modeldir.check_model_dir(opts.model_dir)
+    model, tok = modeldir.load(model_dir, tokenizer_dir=opts.tokenizer)
+    head = head_named(model)
+    task, dev = _dev_data(opts, model)
+    note_skipped([dev])
+    if task:
+        modeldir.check_labels(model.config, task.num_labels, task.name)
+        modeldir.name_labels(model.config, task.label_names)
+    plan = load_plan(model_dir, model)
+
+    graph = _graph(model, plan, opts, plugin=False, fp16=opts.fp16)
+    atol = BERT_IO.atol_fp16 if opts.fp16 else BERT_IO.atol_fp32
+    metric_tol = BERT_IO.metric_points_fp16 if opts.fp16 else BERT_IO.metric_points_fp32
+    onnx.checker.check_model(graph, full_check=True)
+    compat = trt_compat.check(graph)
+    counts = census(graph)
+    refs = bert.matrices(model)
+    masks = plan.masks()
+    live_kept = cost.kept_params(cost.live(refs, masks))
+    check_against_plan(counts, live_kept)
+    data = graph.SerializeToString()
+    sess = session(data)
+
+    texts = _texts(dev, head.per_token)
+    parity = check_outputs(sess, model, tok, texts, atol)
+    report = {"model_dir": str(model_dir), "source": opts.source or str(model_dir), "head": head.name,
+              "outputs": list(head.outputs), "method": plan.meta.get("method", "pgb"),
+              "graph": {"opset": opts.opset, "precision": "fp16" if opts.fp16 else "fp32",
+                        "grouped_form": opts.grouped_form,
+                        "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
+                        "census": counts},
+              "params": {"kept": plan.kept, "live": live_kept, "total": plan.total, "ratio": plan.ratio},
+              "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+              "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat.to_json()}
+    dev_set = None
+    if task:
+        # batches no larger than the TensorRT profile allows, so both runtimes share them
+        max_len = modeldir.max_tokens(model.config, opts.max_len or task.max_len)
+        batches = make_batches(task.encode(tok, dev.examples, max_len, family(model).inputs, train=False),
+                               opts.max_batch, pad_id=tok.pad_token_id or 0)
+        dev_set = DevSet(task, batches, predict(model, batches, progress=opts.progress), family(model).inputs)
+        report["accuracy"] = dev_set.compare("onnx", runner(sess), metric_tol)
+    extra_files = {}
+    if opts.plugin:
+        plugin_graph = _graph(model, plan, opts, plugin=True, fp16=opts.fp16)
+        report["plugin_graph"] = check_plugin_graph(plugin_graph, model, tok, texts, atol, live_kept)
+        extra_files["onnx/model.plugin.onnx"] = plugin_graph.SerializeToString()
+    if opts.trt:
+        engine, report["tensorrt"] = build_and_check_engine(opts, model, plan, tok, texts, dev_set)
+        extra_files["trt/model.plan"] = engine
+        extra_files["trt/build.json"] = json.dumps(report["tensorrt"]["build"], indent=1).encode()
+    problems = failures(report)
+    if problems:
+        raise ParityError("; ".join(problems))
+
+    with modeldir.atomic_dir(opts.out, force=opts.force, inputs=opts.inputs()) as tmp:
+        for rel, content in extra_files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(content)
+        (tmp / "onnx").mkdir(exist_ok=True)
+        (tmp / "onnx" / "model.onnx").write_bytes(data)
+        model.config.save_pretrained(tmp / "onnx")
+        modeldir.save_tokenizer(tok, tmp / "onnx")
+        if opts.triton:
+            from .triton import engine_notes, write_repository
+            report["triton"] = [write_repository(tmp / "triton", data, model.config, head, opts.max_batch,
+                                                 opts.triton_backend)]
+            if opts.trt:
+                report["triton"].append(write_repository(tmp / "triton", extra_files["trt/model.plan"], model.config,
+                                                         head, opts.max_batch, "tensorrt", "pgb_bert_trt",
+                                                         engine_notes(report["tensorrt"]["build"])))
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        write_atomic(tmp / "report.json", report)
+        (tmp / "README.md").write_text(_card(report))
+    return report
+
+
+def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool) -> onnx.ModelProto:
+    graph = build(model, plan, LinearOptions(opts.grouped_form, opts.permute_form, plugin=plugin),
+                  np.float16 if fp16 else np.float32)
+    graph.opset_import[0].version = opts.opset
+    return graph
+
+
+def check_plugin_graph(graph, model, tok, texts, atol, live_kept: int) -> dict:
+    """The plugin graph on the CPU: TensorRT-parser check with the pgb domain, and outputs
+    through onnx.reference with the custom node's numpy semantics (plugins.reference)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from plugins.reference import GroupedLinear
+    compat = trt_compat.check(graph, plugin_domain="pgb")
+    counts = census(graph)
+    check_against_plan(counts, live_kept)
+    evaluator = ReferenceEvaluator(graph, new_ops=[GroupedLinear])
+    names = head_named(model).outputs
+    ref = check_outputs(FunctionSession(lambda f: dict(zip(names, evaluator.run(None, f))), names),
+                        model, tok, texts, atol, batch_sizes=(1, 4), lengths=(16, 64))
+    kernels = _prove_plugin_kernels(graph)
+    problems = (ref.failures + compat.problems
+                + [f"kernel: {k['error']}" for k in kernels.get("kernels", []) if "error" in k])
+    return {"census": counts, "parity": ref.to_json(), "tensorrt_compat": compat.to_json(), "kernels": kernels,
+            "ok": not problems, "failures": problems}
+
+
+def _prove_plugin_kernels(graph: onnx.ModelProto) -> dict:
+    """Each distinct kernel the plugin graph needs, compiled for the H100 (sm_90a) and
+    assembled by ptxas (plugins.aot), as far as a machine without a GPU can take it."""
+    if importlib.util.find_spec("triton") is None:
+        return {"checked": False, "reason": "Triton-lang is not installed (pip install -e '.[kernels]')"}
+    from plugins.aot import KernelSpec, prove_in_child
+
+    inits = {t.name: t for t in graph.graph.initializer}
+    dtypes = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}
+    specs = set()
+    for node in graph.graph.node:
+        if node.op_type == PLUGIN_OP:
+            blocks = inits[node.input[1]]
+            g, br, bc = blocks.dims
+            specs.add(KernelSpec(dtypes[blocks.data_type], g * br, g * bc, g))
+    return {"checked": True, "kernels": prove_in_child(sorted(specs, key=str))}
+
+
+def build_and_check_engine(opts: ExportOptions, model, plan, tok, texts, dev_set: DevSet | None) -> tuple[bytes, dict]:
+    """The TensorRT engine (polygraphy), and its outputs and dev metric against PyTorch."""
+    fp16 = opts.precision == "fp16"
+    graph = _graph(model, plan, opts, plugin=opts.plugin, fp16=fp16)
+    opt_seq = opts.opt_seq or (int(np.percentile(dev_set.lengths(), 95)) if dev_set else 64)
+    spec = trt_engine.EngineSpec(opts.precision, opts.max_batch, opts.max_seq, max(1, opts.max_batch // 2),
+                                 min(opt_seq, opts.max_seq))
+    cache = Path(opts.timing_cache) if opts.timing_cache else trt_engine.default_timing_cache(modeldir.cache_dir())
+    engine, info = trt_engine.build(graph.SerializeToString(), spec, cache, plugin=opts.plugin)
+    atol = BERT_IO.atol_fp16 if fp16 else BERT_IO.atol_fp32
+    batch_sizes, lengths = spec.parity_shapes()
+    with trt_engine.open_engine(engine, plugin=opts.plugin) as run:
+        check = check_outputs(FunctionSession(run, head_named(model).outputs), model, tok, texts, atol,
+                              batch_sizes, lengths)
+        out = {"build": info, "parity": check.to_json()}
+        if dev_set:
+            tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
+            out["accuracy"] = dev_set.compare("tensorrt", run, tol)
+    return engine, out
+
+
+def _card(report: dict) -> str:
+    facts = {"method": report["method"], "precision": report["graph"]["precision"],
+             "prunable weights kept (live)": f"{report['params']['live']:,} of {report['params']['total']:,}",
+             "FLOPs ratio at 128 tokens": f"{report['flops_ratio']:.3f}",
+             "parity, max abs output difference": f"{report['parity']['max_abs_diff']:.2e} "
+                                                  f"(tolerance {report['parity']['atol']:g})"}
+    acc = report.get("accuracy")
+    metrics = {runtime: acc[runtime] for runtime in ("pytorch", "onnx")} if acc else None
+    head = next(h for h in HEADS if h.name == report["head"])
+    usage = ("`onnx/` is a Hugging Face ONNX model directory (model.onnx, config.json, tokenizer): ONNX "
+             f"Runtime, or optimum's ORT{head.auto_class[4:]}, loads it. `triton/` (with "
+             "--triton) is a Triton Inference Server model repository; `report.json` holds every check.")
+    return card(f"{Path(report['source']).name}, exported for serving", report["source"],
+                head.name, "onnx", facts, metrics, usage)
