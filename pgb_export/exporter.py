@@ -22,7 +22,7 @@ import onnx
 from pruning import bert, cost, modeldir, repermute
 from pruning.batching import make_batches, predict
 from pruning.families import family
-from pruning.heads import HEADS, head_named
+from pruning.heads import HEADS, QUESTION_ANSWERING, head_named
 from pruning.jsonfile import write_atomic
 from pruning.model_card import card
 from pruning.plan import Plan, PlanError
@@ -33,6 +33,7 @@ from . import trt_compat, trt_engine
 from .bert_graph import build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
+from .deploy_readme import readme
 from .grouped_linear import PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
 
@@ -199,6 +200,9 @@ def export(opts: ExportOptions) -> dict:
     opts = opts.validated()
     if opts.trt:
         trt_engine.require_tensorrt(plugin=opts.plugin)
+    if opts.triton:
+        from .triton import require_tritonclient
+        require_tritonclient()
     modeldir.check_output(opts.out, opts.inputs(), opts.force)  # before minutes of work, not after
     model_dir = modeldir.check_model_dir(opts.model_dir)
     model, tok = modeldir.load(model_dir, tokenizer_dir=opts.tokenizer)
@@ -226,7 +230,7 @@ def export(opts: ExportOptions) -> dict:
     texts = _texts(dev, head.per_token)
     parity = check_outputs(sess, model, tok, texts, atol)
     report = {"model_dir": str(model_dir), "source": opts.source or str(model_dir), "head": head.name,
-              "outputs": list(head.outputs), "method": plan.meta.get("method", "pgb"),
+              "inputs": list(family(model).inputs), "outputs": list(head.outputs), "method": plan.meta.get("method", "pgb"),
               "graph": {"opset": opts.opset, "precision": "fp16" if opts.fp16 else "fp32",
                         "grouped_form": opts.grouped_form,
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
@@ -235,9 +239,9 @@ def export(opts: ExportOptions) -> dict:
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
               "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat.to_json()}
     dev_set = None
+    max_len = modeldir.max_tokens(model.config, opts.max_len or (task or head).max_len)
     if task:
         # batches no larger than the TensorRT profile allows, so both runtimes share them
-        max_len = modeldir.max_tokens(model.config, opts.max_len or task.max_len)
         batches = make_batches(task.encode(tok, dev.examples, max_len, family(model).inputs, train=False),
                                opts.max_batch, pad_id=tok.pad_token_id or 0)
         dev_set = DevSet(task, batches, predict(model, batches, progress=opts.progress), family(model).inputs)
@@ -263,18 +267,62 @@ def export(opts: ExportOptions) -> dict:
         (tmp / "onnx" / "model.onnx").write_bytes(data)
         model.config.save_pretrained(tmp / "onnx")
         modeldir.save_tokenizer(tok, tmp / "onnx")
+        example = None
         if opts.triton:
-            from .triton import engine_notes, write_repository
-            report["triton"] = [write_repository(tmp / "triton", data, model.config, head, opts.max_batch,
-                                                 opts.triton_backend)]
-            if opts.trt:
-                report["triton"].append(write_repository(tmp / "triton", extra_files["trt/model.plan"], model.config,
-                                                         head, opts.max_batch, "tensorrt", "pgb_bert_trt",
-                                                         engine_notes(report["tensorrt"]["build"])))
+            report["triton"], example = _write_triton(tmp, data, model, tok, task, dev, sess, max_len, opts, report)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         write_atomic(tmp / "report.json", report)
-        (tmp / "README.md").write_text(_card(report))
+        (tmp / "README.md").write_text(_card(report) + "\n" + readme(report, example))
     return report
+
+
+def _write_triton(tmp: Path, data: bytes, model, tok, task, dev, sess, max_len: int, opts: ExportOptions,
+                  report: dict) -> tuple[list[dict], dict | None]:
+    """The repository (pgb_bert, the text models, the engine's model) and one raw-text
+    request with the answer this export gives it, for the deploy README."""
+    from .triton import engine_notes, write_repository, write_text_models
+    head = head_named(model)
+    written = [write_repository(tmp / "triton", data, model.config, head, opts.max_batch, opts.triton_backend)]
+    if opts.trt:
+        written.append(write_repository(tmp / "triton", (tmp / "trt" / "model.plan").read_bytes(), model.config, head,
+                                        opts.max_batch, "tensorrt", "pgb_bert_trt",
+                                        engine_notes(report["tensorrt"]["build"])))
+    tokenizer_json = tmp / "onnx" / "tokenizer.json"
+    if not tokenizer_json.is_file():  # a slow tokenizer: no raw-text models, said in report.json
+        return written + [{"model": "pgb_text", "skipped": "the tokenizer has no tokenizer.json (not a fast tokenizer)"}], None
+    qa = head is QUESTION_ANSWERING
+    written += write_text_models(tmp / "triton", tokenizer_json, model.config, head, opts.max_batch, max_len,
+                                 tok.pad_token_id or 0, tok.pad_token or "[PAD]",
+                                 allow_no_answer=bool(task and getattr(task, "allow_no_answer", False)),
+                                 doc_stride=getattr(task, "doc_stride", 128))
+    return written, serving_example(model, tok, runner(sess), dev, max_len, written[-1]["model"] if qa else "pgb_text")
+
+
+def serving_example(model, tok, run, dev, max_len: int, name: str) -> dict:
+    """One raw-text request (the dev set's first input, else a default) and what the export
+    answers: the label (or score) for a classifier, the span and its score for QA."""
+    inputs = family(model).inputs
+    if head_named(model) is QUESTION_ANSWERING:
+        from pruning.spans import best_span
+        from pruning.squad import QAExample, windows
+        ex = dev.examples[0] if dev else QAExample("0", "how slow is it ?", DEFAULT_TEXTS[4], (), ())
+        feats = windows(tok, [ex], max_len, 128, inputs, train=False)
+        batch = make_batches(feats, len(feats), pad_id=tok.pad_token_id or 0)[0]
+        out = run({k: batch[k].numpy() for k in inputs})
+        answer, score = best_span(ex.context, [(s, e, f["offsets"]) for s, e, f in
+                                               zip(out["start_logits"], out["end_logits"], feats)], False)
+        return {"model": name, "inputs": {"question": ex.question, "context": ex.context},
+                "expected": {"answer": answer, "score": round(score, 4)}}
+    text = dev.examples[0].texts if dev else DEFAULT_TEXTS[0]
+    pair = text if isinstance(text, tuple) else (text, None)
+    enc = tok(pair[0], pair[1], truncation=True, max_length=max_len, return_tensors="np")
+    logits = run({k: enc[k].astype(np.int64) for k in inputs})["logits"][0]
+    if model.config.num_labels == 1:
+        expected = {"label": f"{logits[0]:.6g}"}
+    else:
+        expected = {"label": str(model.config.id2label[int(logits.argmax())])}
+    return {"model": name, "inputs": {"text": pair[0], **({"text_pair": pair[1]} if pair[1] else {})},
+            "expected": expected}
 
 
 def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool) -> onnx.ModelProto:

@@ -44,6 +44,7 @@ class Head:
     targets: tuple[str, ...]  # batch keys holding the training targets
     per_token: bool  # outputs are (batch, sequence) rather than (batch, num_labels)
     loss: Loss
+    max_len: int  # default tokens per input (question answering: per window)
 
     def output_dims(self, num_labels: int) -> list:
         """Each output's shape after the batch axis (-1: the sequence)."""
@@ -55,9 +56,9 @@ class Head:
 
 SEQUENCE_CLASSIFICATION = Head("text-classification", "ForSequenceClassification",
                                "AutoModelForSequenceClassification", ("logits",), ("labels",), False,
-                               _classification_loss)
+                               _classification_loss, 128)
 QUESTION_ANSWERING = Head("question-answering", "ForQuestionAnswering", "AutoModelForQuestionAnswering",
-                          ("start_logits", "end_logits"), ("start_positions", "end_positions"), True, _span_loss)
+                          ("start_logits", "end_logits"), ("start_positions", "end_positions"), True, _span_loss, 384)
 HEADS = (SEQUENCE_CLASSIFICATION, QUESTION_ANSWERING)
 
 

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .heads import QUESTION_ANSWERING
+from .spans import best_span
 from .tasks import MAX_SKIPPED, DataError, Split
 
 MAX_QUESTION_TOKENS = 64  # longer questions are cut, so that some context always fits
-N_BEST = 20  # start and end candidates tried per window
-MAX_ANSWER_TOKENS = 30
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class QATask:
     num_labels = 2  # transformers' QA heads: start and end
     label_names = None
     is_regression = False
-    max_len = 384
+    max_len = QUESTION_ANSWERING.max_len
 
     def load(self, directory: Path | None, splits: tuple[str, ...] = ("train", "dev")) -> dict[str, Split]:
         return {k: v for k, v in load_squad(self, directory).items() if k in splits}
@@ -70,7 +69,8 @@ class QATask:
             for i, (ex, offsets) in enumerate(zip(batch["example"], batch["offsets"])):
                 examples[ex.id] = ex
                 per_example[ex.id].append((out["start_logits"][i], out["end_logits"][i], offsets))
-        predictions = {k: best_span(examples[k].context, wins, self.allow_no_answer) for k, wins in per_example.items()}
+        predictions = {k: best_span(examples[k].context, wins, self.allow_no_answer)[0]
+                       for k, wins in per_example.items()}
         return squad_metrics(examples.values(), predictions)
 
 
@@ -240,26 +240,6 @@ def _target(ex: QAExample, offsets: list) -> tuple[int, int]:
 
 
 # -- decoding and metrics ------------------------------------------------------------------
-
-def best_span(context: str, windows_: list, allow_no_answer: bool) -> str:
-    """The highest start + end score over all windows of one example (end not before start,
-    at most MAX_ANSWER_TOKENS long, inside the context); "" when there is none, or, with
-    allow_no_answer, when the lowest first-token score of its windows is higher."""
-    best, best_text, null = -np.inf, "", np.inf
-    for start, end, offsets in windows_:
-        start, end = np.asarray(start)[:len(offsets)], np.asarray(end)[:len(offsets)]
-        null = min(null, float(start[0] + end[0]))
-        for s in np.argsort(start)[::-1][:N_BEST]:
-            if offsets[s] is None:
-                continue
-            for e in np.argsort(end)[::-1][:N_BEST]:
-                if offsets[e] is None or e < s or e - s + 1 > MAX_ANSWER_TOKENS:
-                    continue
-                score = float(start[s] + end[e])
-                if score > best:
-                    best, best_text = score, context[offsets[s][0]:offsets[e][1]]
-    return "" if allow_no_answer and null > best else best_text
-
 
 def normalize_answer(text: str) -> str:
     """The official SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""

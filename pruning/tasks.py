@@ -51,7 +51,7 @@ class Task:
     hub_dev: str = "validation"
     names: tuple[str, ...] | None = None  # human names of the classes (the Hub's GLUE label names)
     head = SEQUENCE_CLASSIFICATION
-    max_len = 128  # default tokens per input
+    max_len = SEQUENCE_CLASSIFICATION.max_len
 
     @property
     def num_labels(self) -> int:

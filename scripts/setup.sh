@@ -19,7 +19,7 @@ done
 # needs numpy<2); used by the Triton integration test (pgb_export.triton_server).
 [ -x .venv-triton/bin/python ] || "$PY" -m venv .venv-triton
 .venv-triton/bin/python -m pip install -q --disable-pip-version-check -r constraints-triton.txt 2>&1 | grep -v "is ignored" || true
-.venv-triton/bin/python -c "import pytriton, onnxruntime, numpy"
+.venv-triton/bin/python -c "import pytriton, onnxruntime, numpy, tokenizers"
 
 # A third for optimum (tests/test_optimum.py loads our onnx/ with ORTModelForSequenceClassification
 # and the transformers pipeline); optimum-onnx pins transformers < 4.58. torch first, as above.

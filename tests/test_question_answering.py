@@ -14,7 +14,8 @@ from pgb_export import export_cli, prune_cli, trt_compat
 from pgb_export.bert_graph import build
 from pgb_export.grouped_linear import LinearOptions
 from pruning import modeldir, repermute
-from pruning.squad import QAExample, QATask, best_span, f1_score, load_squad, normalize_answer, squad_metrics, windows
+from pruning.spans import best_span
+from pruning.squad import QAExample, QATask, f1_score, load_squad, normalize_answer, squad_metrics, windows
 from pruning.tasks import DataError
 from tests.test_export_graph import CASES, plan_with
 from tests.test_families import FAMILIES, batches
@@ -66,18 +67,18 @@ def test_best_span_over_windows_and_no_answer():
     start, end = low.copy(), low.copy()
     start[2], end[3] = 4.0, 4.0  # "beta gamma" in the second window
     windows_ = [(low, low, offsets), (start, end, offsets)]
-    assert best_span(context, windows_, allow_no_answer=False) == "beta gamma"
+    assert best_span(context, windows_, allow_no_answer=False) == ("beta gamma", 8.0)
     # v2.0: no answer wins when the first token outscores the best span in every window (the
     # lowest no-answer score counts, as in the usual recipe)
-    assert best_span(context, windows_, allow_no_answer=True) == "beta gamma"
+    assert best_span(context, windows_, allow_no_answer=True)[0] == "beta gamma"
     high = [(w[0].copy(), w[1].copy(), offsets) for w in windows_]
     for s_, e_, _ in high:
         s_[0] = e_[0] = 4.5
-    assert best_span(context, high, allow_no_answer=True) == ""
-    assert best_span(context, high, allow_no_answer=False) == "beta gamma"
+    assert best_span(context, high, allow_no_answer=True) == ("", 9.0)
+    assert best_span(context, high, allow_no_answer=False)[0] == "beta gamma"
     backwards_start, backwards_end = low.copy(), low.copy()
     backwards_start[4], backwards_end[1] = 9.0, 9.0  # end before start is never a span
-    assert best_span(context, [(backwards_start, backwards_end, offsets)], False) != "delta alpha"
+    assert best_span(context, [(backwards_start, backwards_end, offsets)], False)[0] != "delta alpha"
 
 
 @pytest.fixture(scope="module")
