@@ -9,6 +9,7 @@ from .bert_graph import ExportError
 
 
 COUNTED = ("MatMul", "GroupedLinear", "Gather", "Transpose")  # GroupedLinear: the plugin node
+MATMULS = {"MatMul": "MatMul", "MatMulInteger": "MatMul", "GroupedLinear": "GroupedLinear"}  # int8 counts as MatMul
 
 
 def census(model: onnx.ModelProto) -> dict:
@@ -22,9 +23,10 @@ def census(model: onnx.ModelProto) -> dict:
     for node in model.graph.node:
         scope = node.name.split("/")[0]
         c = layers.setdefault(scope, dict.fromkeys(COUNTED + ("weight_params",), 0))
-        if node.op_type in COUNTED:
-            c[node.op_type] += 1
-        if node.op_type in ("MatMul", "GroupedLinear"):
+        kind = MATMULS.get(node.op_type, node.op_type)
+        if kind in COUNTED:
+            c[kind] += 1
+        if node.op_type in MATMULS:
             c["weight_params"] += sum(weights.get(i, 0) for i in node.input)
     total = {k: sum(c[k] for c in layers.values()) for k in COUNTED + ("weight_params",)}
     encoder = sum(c["weight_params"] for s, c in layers.items() if s.startswith("layer"))

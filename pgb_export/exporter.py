@@ -74,6 +74,7 @@ class ExportOptions:
     timing_cache: str | None = None
     plugin: bool = False
     fp16: bool = False
+    int8: bool = False  # dynamic int8 ONNX for ONNX Runtime on CPU
     opset: int = 17
     grouped_form: str = "split"
     permute_form: str = "transpose"
@@ -93,6 +94,10 @@ class ExportOptions:
                     raise OptionsError(f"--{flag} only applies with --{owner}: add --{owner} or drop it")
                 filled[name] = default if getattr(self, name) is None else getattr(self, name)
         opts = dataclasses.replace(self, **filled)
+        if opts.int8:
+            clash = next((f for f in ("fp16", "plugin", "trt") if getattr(opts, f)), None)
+            if clash:
+                raise OptionsError(f"--int8 is dynamic int8 for ONNX Runtime; it does not combine with --{clash}")
         if opts.task and opts.data_files:
             raise OptionsError("--task reads GLUE or SQuAD data; --dev-file is for your own: give one or the other")
         if opts.trt and opts.opt_seq is not None and opts.opt_seq > opts.max_seq:
@@ -215,8 +220,8 @@ def export(opts: ExportOptions) -> dict:
     plan = load_plan(model_dir, model)
 
     graph = _graph(model, plan, opts, plugin=False, fp16=opts.fp16)
-    atol = BERT_IO.atol_fp16 if opts.fp16 else BERT_IO.atol_fp32
-    metric_tol = BERT_IO.metric_points_fp16 if opts.fp16 else BERT_IO.metric_points_fp32
+    precision = "int8" if opts.int8 else "fp16" if opts.fp16 else "fp32"
+    atol, metric_tol = BERT_IO.tolerances(precision)
     onnx.checker.check_model(graph, full_check=True)
     compat = trt_compat.check(graph)
     counts = census(graph)
@@ -231,7 +236,7 @@ def export(opts: ExportOptions) -> dict:
     parity = check_outputs(sess, model, tok, texts, atol)
     report = {"model_dir": str(model_dir), "source": opts.source or str(model_dir), "head": head.name,
               "inputs": list(family(model).inputs), "outputs": list(head.outputs), "method": plan.meta.get("method", "pgb"),
-              "graph": {"opset": opts.opset, "precision": "fp16" if opts.fp16 else "fp32",
+              "graph": {"opset": opts.opset, "precision": precision,
                         "grouped_form": opts.grouped_form,
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
                         "census": counts},
@@ -326,7 +331,7 @@ def serving_example(model, tok, run, dev, max_len: int, name: str) -> dict:
 
 
 def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool) -> onnx.ModelProto:
-    graph = build(model, plan, LinearOptions(opts.grouped_form, opts.permute_form, plugin=plugin),
+    graph = build(model, plan, LinearOptions(opts.grouped_form, opts.permute_form, plugin=plugin, int8=opts.int8),
                   np.float16 if fp16 else np.float32)
     graph.opset_import[0].version = opts.opset
     return graph
@@ -379,14 +384,13 @@ def build_and_check_engine(opts: ExportOptions, model, plan, tok, texts, dev_set
                                  min(opt_seq, opts.max_seq))
     cache = Path(opts.timing_cache) if opts.timing_cache else trt_engine.default_timing_cache(modeldir.cache_dir())
     engine, info = trt_engine.build(graph.SerializeToString(), spec, cache, plugin=opts.plugin)
-    atol = BERT_IO.atol_fp16 if fp16 else BERT_IO.atol_fp32
+    atol, tol = BERT_IO.tolerances(opts.precision)
     batch_sizes, lengths = spec.parity_shapes()
     with trt_engine.open_engine(engine, plugin=opts.plugin) as run:
         check = check_outputs(FunctionSession(run, head_named(model).outputs), model, tok, texts, atol,
                               batch_sizes, lengths)
         out = {"build": info, "parity": check.to_json()}
         if dev_set:
-            tol = BERT_IO.metric_points_fp16 if fp16 else BERT_IO.metric_points_fp32
             out["accuracy"] = dev_set.compare("tensorrt", run, tol)
     return engine, out
 

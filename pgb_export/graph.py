@@ -15,6 +15,7 @@ class Graph:
         self.float_dtype = float_dtype
         self._names: dict[str, int] = {}
         self.scope = "embeddings"
+        self.quantized: dict[str, tuple[str, str, str]] = {}  # activation -> DynamicQuantizeLinear outputs
 
     def name(self, base: str) -> str:
         base = f"{self.scope}/{base}"

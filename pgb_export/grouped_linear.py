@@ -35,6 +35,10 @@ class LinearOptions:
     # Emit each grouped linear as one pgb::GroupedLinear node (plugins/: gather and scatter
     # fused into the kernel, so no permutation is ever materialised). TensorRT only.
     plugin: bool = False
+    # Dynamic INT8 for ONNX Runtime on CPU: each activation quantized once at run time
+    # (DynamicQuantizeLinear: uint8, per tensor), weights symmetric per-output-channel int8
+    # stored for the kept blocks only, MatMulInteger per block, one dequantizing Mul.
+    int8: bool = False
 
 
 PLUGIN_DOMAIN = "pgb"
@@ -78,18 +82,47 @@ def _stack_blocks(w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return np.stack([w[r][:, c] for r, c in zip(rows, cols)])
 
 
-def _grouped_matmul(g: Graph, x: str, blocks: np.ndarray, form: str) -> str:
+def _grouped_matmul(g: Graph, x: str, blocks: np.ndarray, form: str, zero_point: str | None = None) -> str:
+    """x times the block-diagonal weight; with zero_point, x is uint8 and blocks int8
+    (MatMulInteger, int32 out)."""
     groups, br, bc = blocks.shape
+    op = "MatMul" if zero_point is None else "MatMulInteger"
+    extra = [] if zero_point is None else [zero_point]
     if form == "batched":
         t = g.op("Reshape", [x, g.const(np.array([0, 0, groups, br], np.int64), "shape")], "Reshape")
         t = g.op("Transpose", [t], "Transpose", perm=[2, 0, 1, 3])  # (G, B, S, M/G)
-        t = g.op("MatMul", [t, g.const(blocks[:, None], "blocks")], "MatMul")  # (G, B, S, N/G)
+        t = g.op(op, [t, g.const(blocks[:, None], "blocks"), *extra], op)  # (G, B, S, N/G)
         t = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0, 3])
         return g.op("Reshape", [t, g.const(np.array([0, 0, groups * bc], np.int64), "shape")], "Reshape")
     split = g.const(np.full(groups, br, np.int64), "split")
     parts = g.op_multi("Split", [x, split], groups, "Split", axis=-1)
-    outs = [g.op("MatMul", [p, g.const(blocks[i], "block")], "MatMul") for i, p in enumerate(parts)]
+    outs = [g.op(op, [p, g.const(blocks[i], "block"), *extra], op) for i, p in enumerate(parts)]
     return g.op("Concat", outs, "Concat", axis=-1)
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8: (W_q, scale) with W ~ W_q * scale, |W_q| <= 127.
+    Columns of a block-diagonal weight are non-zero inside their block only, so the scale of
+    a column is its block's."""
+    scale = np.abs(w).max(axis=0) / 127.0
+    scale[scale == 0] = 1.0
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
+def _quantized(g: Graph, x: str) -> tuple[str, str, str]:
+    """(x_q, scale, zero_point) of an activation, made once however many linears read it.
+    Permutations commute with this per-tensor quantization, so they act on x_q."""
+    if x not in g.quantized:
+        g.quantized[x] = tuple(g.op_multi("DynamicQuantizeLinear", [x], 3, "DynamicQuantizeLinear"))
+    return g.quantized[x]
+
+
+def _dequantized(g: Graph, y: str, x_scale: str, w_scale: np.ndarray, b: np.ndarray) -> str:
+    """int32 accumulators -> float: y * (x_scale * w_scale) + b, the pattern ORT fuses into
+    MatMulIntegerToFloat."""
+    scale = g.op("Mul", [x_scale, g.const(w_scale, "weight_scale", np.float32)], "Mul")
+    y = g.op("Mul", [g.op("Cast", [y], "Cast", to=1), scale], "Mul")  # to FLOAT
+    return g.op("Add", [y, g.const(b, "bias")], "Add")
 
 
 def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.ndarray,
@@ -98,8 +131,15 @@ def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.nd
     output order the consumer needs (None: any). Returns (output, its order)."""
     m, n = w.shape
     x_order = np.arange(m) if x_order is None else np.asarray(x_order)
+    scale = zero = None
+    if opts.int8:
+        x, scale, zero = _quantized(g, x)
     if mp.groups == 1:
         out = np.arange(n) if want is None else np.asarray(want)
+        if opts.int8:
+            wq, ws = quantize_weight(w[x_order][:, out])
+            return _dequantized(g, g.op("MatMulInteger", [x, g.const(wq, "weight"), zero], "MatMulInteger"),
+                                scale, ws, b[out]), out
         y = g.op("MatMul", [x, g.const(w[x_order][:, out], "weight")], "MatMul")
         return g.op("Add", [y, g.const(b[out], "bias")], "Add"), out
     if opts.plugin:
@@ -114,10 +154,14 @@ def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.nd
         x = permute_last(g, x, np.argsort(x_order)[rchunks.reshape(-1)], opts.permute_form)
     aligned_out = want is not None and _chunk_aligned(np.asarray(want), cchunks)
     cols = np.asarray(want).reshape(groups, -1) if aligned_out else cchunks
-    blocks = _stack_blocks(w, rows, cols)
     natural = cols.reshape(-1)
-    y = _grouped_matmul(g, x, blocks, opts.grouped_form)
-    y = g.op("Add", [y, g.const(b[natural], "bias")], "Add")
+    if opts.int8:
+        wq, ws = quantize_weight(w[:, natural])  # per output channel, in the output's order
+        bq = np.stack([wq[r][:, i * cols.shape[1]:(i + 1) * cols.shape[1]] for i, r in enumerate(rows)])
+        y = _dequantized(g, _grouped_matmul(g, x, bq, opts.grouped_form, zero), scale, ws, b[natural])
+    else:
+        y = _grouped_matmul(g, x, _stack_blocks(w, rows, cols), opts.grouped_form)
+        y = g.op("Add", [y, g.const(b[natural], "bias")], "Add")
     if want is None or aligned_out:
         return y, natural
     return permute_last(g, y, np.argsort(natural)[np.asarray(want)], opts.permute_form), np.asarray(want)

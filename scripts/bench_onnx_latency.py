@@ -1,6 +1,8 @@
-"""ONNX Runtime CPU latency: PGB grouped exports vs our dense export vs the dense model
-optimised by ONNX Runtime's own BERT optimizer (fused attention, what a user would pick
-instead of PGB).
+"""ONNX Runtime CPU latency: PGB grouped exports vs our dense export vs what a user would run
+instead: the dense model optimised by ONNX Runtime's own BERT optimizer (fused attention),
+and the dense model quantized to INT8 by ONNX Runtime's `quantize_dynamic` (per-channel
+QInt8, one command). INT8 rows: ours (`--int8`) for dense and PGB, and quantize_dynamic over
+our PGB graph. Each row carries its graph census (MatMul, Gather, Transpose counts).
 
 Variants are timed round-robin (one run of each in turn, repeated) and summarised by the
 median, so that the ratios compare moments of the same machine load.
@@ -19,12 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
 from pruning import modeldir
 from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
+from pgb_export.census import census
 from pgb_export.exporter import session
 from pgb_export.grouped_linear import LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
@@ -67,6 +71,21 @@ def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
     return model, plan
 
 
+def ort_quantized(model_bytes: bytes, workdir: Path, name: str) -> bytes:
+    """ONNX Runtime's own dynamic quantization, per-channel QInt8 weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    workdir.mkdir(parents=True, exist_ok=True)
+    src, dst = workdir / f"{name}.onnx", workdir / f"{name}.int8.onnx"
+    src.write_bytes(model_bytes)
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    return dst.read_bytes()
+
+
+def census_of(model_bytes: bytes) -> dict:
+    total = census(onnx.load_from_string(model_bytes))["total"]
+    return {k: total[k] for k in ("MatMul", "Gather", "Transpose")}
+
+
 def time_round_robin(sessions: dict, feeds: dict, repeats: int) -> dict[str, float]:
     for s in sessions.values():
         s.run(None, feeds)
@@ -88,6 +107,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--samples", type=int, default=256, help="importance samples for the MiniLM plans")
     p.add_argument("--skip-bert-base", action="store_true")
+    p.add_argument("--forms", choices=("default", "all"), default="default",
+                   help="PGB fp32 graph forms: split/transpose only (default) or all four")
     p.add_argument("--out", default="bench/latency.json")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pgb-bench-"))
@@ -97,14 +118,22 @@ def main() -> None:
     dense_model, _ = modeldir.load(fixture)
     refs = bert.matrices(dense_model)
     hidden = dense_model.config.hidden_size
-    minilm = {"dense (ours)": (build(dense_model, dense_plan(dense_model)).SerializeToString(), 1.0),
-              "dense (ORT-optimised)": (ort_optimized_dense(dense_model, work / "minilm"), 1.0)}
+    dense_bytes = build(dense_model, dense_plan(dense_model)).SerializeToString()
+    minilm = {"dense (ours)": (dense_bytes, 1.0),
+              "dense (ORT-optimised)": (ort_optimized_dense(dense_model, work / "minilm"), 1.0),
+              "dense INT8 (ORT quantize_dynamic)": (ort_quantized(dense_bytes, work, "dense"), 1.0),
+              "dense INT8 (ours)": (build(dense_model, dense_plan(dense_model),
+                                          LinearOptions(int8=True)).SerializeToString(), 1.0)}
     for target in (0.5, 0.88):
         model, plan = pgb_pruned(fixture, target, args.samples)
         ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
-        for form in ("split", "batched"):
-            for perm in ("transpose", "gather"):
-                minilm[f"PGB {target} {form}/{perm}"] = (build(model, plan, LinearOptions(form, perm)).SerializeToString(), ratio)
+        forms = [("split", "transpose")] if args.forms == "default" else [
+            (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
+        for form, perm in forms:
+            minilm[f"PGB {target} {form}/{perm}"] = (build(model, plan, LinearOptions(form, perm)).SerializeToString(), ratio)
+        pgb_bytes = minilm[f"PGB {target} split/transpose"][0]
+        minilm[f"PGB {target} INT8 (ours)"] = (build(model, plan, LinearOptions(int8=True)).SerializeToString(), ratio)
+        minilm[f"PGB {target} INT8 (ORT quantize_dynamic)"] = (ort_quantized(pgb_bytes, work, f"pgb{target}"), ratio)
     suites["MiniLM-L6 (minilm-sst2)"] = minilm
 
     if not args.skip_bert_base:
@@ -135,13 +164,15 @@ def main() -> None:
             reps = args.repeats if batch == 1 or "MiniLM" in suite else max(3, args.repeats // 2)
             ms = time_round_robin(sessions, feeds, reps)
             for k, v in ms.items():
-                rows.setdefault(k, {"flops_ratio": variants[k][1]})[f"b{batch}_ms"] = v
+                rows.setdefault(k, {"flops_ratio": variants[k][1], "census": census_of(variants[k][0])})[f"b{batch}_ms"] = v
                 rows[k][f"b{batch}_speedup_vs_dense"] = ms["dense (ours)"] / v
         results["suites"][suite] = rows
         print(f"\n{suite}")
         for k, r in rows.items():
-            print(f"  {k:36s} flops {r['flops_ratio']:.3f}  " + "  ".join(
-                f"b{b}: {r[f'b{b}_ms']:8.1f} ms ({r[f'b{b}_speedup_vs_dense']:.2f}x)" for b in args.batches), flush=True)
+            c = r["census"]
+            print(f"  {k:42s} flops {r['flops_ratio']:.3f}  " + "  ".join(
+                f"b{b}: {r[f'b{b}_ms']:8.1f} ms ({r[f'b{b}_speedup_vs_dense']:.2f}x)" for b in args.batches)
+                + f"  MatMul {c['MatMul']} Gather {c['Gather']} Transpose {c['Transpose']}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 

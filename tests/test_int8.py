@@ -1,0 +1,96 @@
+"""Dynamic INT8 export (--int8): symmetric per-channel weights stored for the kept blocks only,
+every activation quantized once however many linears read it, outputs close to PyTorch's
+fp32 in a real ONNX Runtime session for every family, and the CLI's parity within the
+stated tolerances."""
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from pgb_export.bert_graph import build
+from pgb_export.bert_io import BERT_IO
+from pgb_export.census import census
+from pgb_export.grouped_linear import LinearOptions, quantize_weight
+from pruning import bert, cost, repermute
+from tests.test_export_graph import CASES, plan_with
+from tests.test_families import FAMILIES, batches, tiny
+from tests.test_reliability import assert_refused, call
+
+
+def test_weight_quantization_is_symmetric_per_channel():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(12, 5))
+    w[:, 3] = 0.0  # a dropped column keeps a harmless scale
+    wq, scale = quantize_weight(w)
+    assert wq.dtype == np.int8 and np.abs(wq).max() <= 127
+    assert np.all(np.abs(wq).max(axis=0)[[0, 1, 2, 4]] == 127)  # each channel uses its full range
+    assert scale[3] == 1.0 and not wq[:, 3].any()
+    assert np.all(np.abs(w - wq * scale) <= scale / 2 + 1e-12)  # round to nearest
+
+
+@pytest.mark.parametrize("case", ["dense", "all grouped", "dropped v", "ffn1 dense, ffn2 grouped"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_int8_graph_matches_pytorch_within_tolerance(name, case):
+    model = tiny(name)
+    plan = plan_with(model, CASES[case])
+    repermute.apply_plan(model, plan)
+    graph = build(model, plan, LinearOptions(int8=True))
+    onnx.checker.check_model(graph, full_check=True)
+    nodes = graph.graph.node
+    # one quantization per activation: no two DynamicQuantizeLinear nodes read the same tensor
+    quantized = Counter(n.input[0] for n in nodes if n.op_type == "DynamicQuantizeLinear")
+    assert quantized and max(quantized.values()) == 1
+    # every linear of the encoder runs as MatMulInteger on int8 weights, stored for kept blocks only
+    assert not [n for n in nodes if n.op_type == "MatMul" and n.name.startswith("layer")
+                and any(i.split("/")[-1].startswith(("weight", "block")) for i in n.input)]
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    int8_params = sum(v.size for k, v in inits.items() if v.dtype == np.int8 and k.startswith("layer"))
+    assert int8_params == cost.kept_params(cost.live(bert.matrices(model), plan.masks()))
+    assert census(graph)["encoder_weight_params"] == int8_params
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for b in batches(name):
+        with torch.no_grad():
+            want = model(**b).logits.numpy()
+        got = sess.run(None, {k: v.numpy() for k, v in b.items()})[0]
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= BERT_IO.atol_int8, worst
+    assert worst > 0  # it really is quantized
+
+
+def test_int8_export_as_a_user_runs_it(tmp_path):
+    """pgb-export --int8 on a pruned classifier: report precision int8, outputs and the dev
+    metric within the int8 tolerances; --int8 with --fp16 / --plugin / --trt is refused."""
+    from transformers import AutoTokenizer
+
+    from pgb_export import export_cli
+    from pruning import modeldir
+    from tests.test_reliability import sentences
+    tok = AutoTokenizer.from_pretrained(modeldir.embedded_encoder())
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=48, num_hidden_layers=2,
+                                                     num_attention_heads=4, intermediate_size=96, num_labels=2))
+    plan = plan_with(model, CASES["all grouped"])
+    repermute.apply_plan(model, plan)
+    model.save_pretrained(tmp_path / "pruned")
+    tok.save_pretrained(tmp_path / "pruned")
+    plan.save(tmp_path / "pruned" / "pgb.json")
+    (tmp_path / "glue" / "SST-2").mkdir(parents=True)
+    rows = "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences(40, 3)))
+    (tmp_path / "glue" / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "deploy"), "--int8", "--task",
+                     "sst2", "--glue-dir", str(tmp_path / "glue"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "deploy" / "report.json").read_text())
+    assert report["graph"]["precision"] == "int8"
+    assert report["parity"]["ok"] and report["parity"]["atol"] == BERT_IO.atol_int8
+    assert report["accuracy"]["tolerance_points"] == 1.0 and report["accuracy"]["difference_points"] <= 1.0
+    for flag in ("--fp16", "--plugin", "--trt"):
+        assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--int8", flag),
+                       "pgb-export", f"does not combine with {flag}")
