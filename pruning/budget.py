@@ -3,6 +3,12 @@
 MHA phase: every attention matrix gets its adaptive G. FFN phase: layers in order of FFN
 importance get their adaptive G while budget remains; the last one taken may use a larger
 G to land on the target, and the FFN of every layer never taken is dropped.
+
+The budget counts live weights only (our resolution beyond the paper): when the rule drops
+W_V or W_O, the layer's attention is a constant and its W_Q, W_K (and the other of W_V, W_O)
+are dead, so all four are dropped and charge nothing; likewise an FFN whose W_1 or W_2 the
+rule drops is dropped whole. The budget they would have held goes to live matrices, and the
+plan's kept count is what the exporter stores.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ def _fit_last_layer(pair: Sequence[MatrixRef], rule: Sequence[int], budget: floa
     whichever lands closest to the remaining budget."""
     def choices(ref, g):
         return [0] if g == 0 else [d for d in common_divisors(*ref.shape) if g <= d <= gmax]
-    options = [(0, 0)] + [(a, b) for a in choices(pair[0], rule[0]) for b in choices(pair[1], rule[1])]
+    options = [(0, 0)] + [(a, b) for a in choices(pair[0], rule[0]) for b in choices(pair[1], rule[1]) if a and b]
     return min(options, key=lambda ab: (abs(budget - _kept(pair[0], ab[0]) - _kept(pair[1], ab[1])),
                                         ab == (0, 0)))
 
@@ -59,10 +65,11 @@ def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], b
     matrix, FFN layer order, FFN layers taken, notes)."""
     groups: dict[str, int] = {}
     notes: list[str] = []
+    constant = {r.layer for r in refs if r.kind in ("value", "attn_out") and rule[r.name] == 0}
     for r in refs:
         if r.kind in MHA_KINDS:
-            groups[r.name] = rule[r.name]
-            budget -= _kept(r, rule[r.name])
+            groups[r.name] = 0 if r.layer in constant else rule[r.name]
+            budget -= _kept(r, groups[r.name])
     if budget < 0:
         notes.append(f"MHA phase alone keeps {-budget:.0f} weights more than the budget")
 
@@ -78,6 +85,8 @@ def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], b
             break
         pair = ffn[layer]
         g = [rule[r.name] for r in pair]
+        if 0 in g:  # one of the two dropped: the FFN is a constant, both dead
+            continue
         last = sum(_kept(r, gi) for r, gi in zip(pair, g)) > budget
         if last:
             g = list(_fit_last_layer(pair, g, budget, gmax))

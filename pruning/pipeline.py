@@ -194,6 +194,8 @@ def prune(opts: PruneOptions) -> dict:
         "source": opts.source or str(model_dir),
         "method": plan.meta.get("method"), "target": opts.target,
         "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
+        "ratio_counts": "live weights: a matrix that a dropped partner makes dead counts as removed",
+        "params_live": cost.kept_params(cost.live(refs, masks)),
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
         "metrics": metrics, "seconds": seconds, "data": _data_report(splits),
         "settings": opts.settings(),

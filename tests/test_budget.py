@@ -111,3 +111,25 @@ def test_auto_tau_moves_off_the_quantile_when_the_rule_drops_too_much():
     plan = budget.plan_pgb(refs, scores, 0.88, nperm=1)
     assert abs(plan.ratio - 0.88) <= 0.01, plan.meta["notes"]
     assert plan.meta["tau"] < quantile
+
+
+@pytest.mark.parametrize("target", [0.6, 0.75, 0.88])
+def test_budget_counts_live_weights_only(target):
+    """A matrix the rule drops takes its dead partners with it (W_V or W_O: the layer's four
+    attention matrices; W_1 or W_2: both), so the plan's kept weights are all live: what the
+    exporter stores is the budget, and the ratio lands on the target."""
+    refs = bert.matrices(tiny_bert())
+    g = torch.Generator().manual_seed(5)
+    # concentrated saliency, value matrices of layers 0-1 nearly worthless: the rule drops them
+    scores = {r.name: torch.rand(r.shape, generator=g).pow(20) * (1e-6 if r.kind == "value" and r.layer < 2 else 1)
+              for r in refs}
+    plan = budget.plan_pgb(refs, scores, target, nperm=1)
+    masks = plan.masks()
+    assert cost.kept_params(cost.live(refs, masks)) == cost.kept_params(masks) == plan.kept
+    assert abs(plan.ratio - target) <= 0.01, plan.meta["notes"]
+    by = {(mp.layer, mp.kind): mp.groups for mp in plan.matrices}
+    for layer in range(4):
+        if by[(layer, "value")] == 0 or by[(layer, "attn_out")] == 0:
+            assert all(by[(layer, k)] == 0 for k in bert.MHA_KINDS)
+        if by[(layer, "ffn1")] == 0 or by[(layer, "ffn2")] == 0:
+            assert by[(layer, "ffn1")] == by[(layer, "ffn2")] == 0
