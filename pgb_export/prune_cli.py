@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-samples", type=number(int, 1), default=None,
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=3e-5, help="re-finetuning learning rate (default 3e-5)")
+    p.add_argument("--distill", type=number(float, 0, 1), default=0.0, metavar="ALPHA",
+                   help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
+                        "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default 0)")
+    p.add_argument("--temperature", type=number(float, 0, 100, True), default=2.0,
+                   help="distillation temperature (default 2)")
     p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")
     p.add_argument("--max-len", type=number(int, 8, 8192), help="max tokens per example (default 128; question "
                    "answering 384, longer contexts as overlapping windows)")
@@ -88,7 +93,8 @@ def options(args) -> PruneOptions:
         out=args.out, target=args.target, model_dir=args.model_dir, task=args.task, data_files=data_files(args),
         tokenizer=args.tokenizer, glue_dir=args.glue_dir, samples=args.samples, gmax=args.gmax, nperm=args.nperm,
         tau=args.tau, no_compensation=args.no_compensation, finetune_epochs=args.finetune_epochs,
-        finetune_samples=args.finetune_samples, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
+        finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
+        batch_size=args.batch_size, max_len=args.max_len,
         ablation=args.ablation, seed=args.seed, force=args.force, progress=not args.quiet, source=args.source)
 
 

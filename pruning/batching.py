@@ -51,6 +51,10 @@ def make_batches(encoded: Sequence[dict], batch_size: int = 32, shuffle: bool = 
             if k in PADDED:
                 fill = pad_id if k == "input_ids" else 0
                 batch[k] = torch.tensor([v + [fill] * (width - len(v)) for v in values])
+            elif isinstance(values[0], list) and values[0] and isinstance(values[0][0], float):
+                # float vectors (a teacher's outputs): per row, or per token and padded with 0
+                size = max(len(v) for v in values)
+                batch[k] = torch.tensor([v + [0.0] * (size - len(v)) for v in values])
             elif isinstance(values[0], Number):
                 batch[k] = torch.tensor(values, dtype=torch.float32 if isinstance(values[0], float) else torch.long)
             else:

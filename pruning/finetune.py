@@ -21,12 +21,13 @@ from .heads import head_named
 def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
              lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
              weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
-             progress: bool = True) -> list[float]:
+             progress: bool = True, distill=None) -> list[float]:
     """Train `model` in place; `epoch_batches(e)` gives epoch e's batches (with the head's
     targets), on the head's loss (pruning.heads), the one importance scoring uses.
 
-    A fractional `epochs` (0.5) runs that share of the last epoch's batches. Returns the
-    mean training loss of each epoch.
+    A fractional `epochs` (0.5) runs that share of the last epoch's batches. With `distill`
+    (pruning.distillation.Distillation) the batches carry the teacher's outputs and the loss
+    mixes them in. Returns the mean training loss of each epoch.
     """
     torch.manual_seed(seed)
     weights = {}
@@ -54,7 +55,9 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
     for batches in plan:
         running = 0.0
         for batch in batches:
-            loss = head.loss(model(**model_args(model, batch)), batch).mean()
+            out = model(**model_args(model, batch))
+            loss = head.loss(out, batch)
+            loss = (distill.loss(out, batch, loss) if distill else loss).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -15,6 +15,7 @@ import torch
 
 from . import ablations, bert, compensation, cost, finetune, grouping, importance, modeldir, repermute
 from .batching import evaluate, make_batches
+from .distillation import Distillation, attach_teacher
 from .families import family
 from .heads import HEADS, head_named
 from .jsonfile import write_atomic
@@ -45,6 +46,8 @@ class PruneOptions:
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
     lr: float = 3e-5
+    distill: float = 0.0  # weight of the dense teacher's soft loss in re-finetuning; 0 = off
+    temperature: float = 2.0
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
@@ -95,9 +98,14 @@ def embedded_default(task, train: list, opts: PruneOptions) -> Path:
 
 def recover(model, task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
             compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
-            progress: bool, pad_id: int = 0, lap=lambda stage: None) -> tuple[dict, dict]:
+            progress: bool, pad_id: int = 0, lap=lambda stage: None,
+            distill: Distillation | None = None) -> tuple[dict, dict]:
     """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
-    structure frozen; returns ({"vanilla": metrics, "final": metrics}, compensation report)."""
+    structure frozen, distilled from the dense model when `distill` is given; returns
+    ({"vanilla": metrics, "final": metrics}, compensation report)."""
+    if distill and epochs > 0 and train_enc:
+        train_enc = attach_teacher(model, train_enc, pad_id=pad_id)  # the dense model, before pruning
+        lap("teacher")
     comp = {}
     if compensate:
         comp = compensation.compensate(model, masks, samples, progress=progress)
@@ -109,7 +117,7 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
     metrics["final"] = metrics["vanilla"]
     if epochs > 0 and train_enc:
         finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e, pad_id),
-                          epochs, lr, masks, seed=seed, progress=progress)
+                          epochs, lr, masks, seed=seed, progress=progress, distill=distill)
         lap("finetune")
         metrics["final"] = evaluate(model, task, dev_batches, progress)
         lap("final_eval")
@@ -181,7 +189,8 @@ def prune(opts: PruneOptions) -> dict:
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not opts.no_compensation, epochs=opts.finetune_epochs,
                               lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
-                              progress=progress, pad_id=pad, lap=lap)
+                              progress=progress, pad_id=pad, lap=lap,
+                              distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)
     metrics.update(recovered)
 
     bad = repermute.violations(model, plan)

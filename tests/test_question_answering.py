@@ -194,10 +194,12 @@ def test_prune_and_export_qa_as_a_user_runs_them(name, tok, tmp_path):
         train = ["--train-file", str(tmp_path / "train.json"), "--dev-file", str(tmp_path / "dev.json")]
         data = ["--dev-file", str(tmp_path / "dev.json")]
     code, err = call(prune_cli, str(tmp_path / "dense"), *train, "--target", "0.5", "--out", str(tmp_path / "pruned"),
-                     "--samples", "8", "--finetune-epochs", "1", *common)
+                     "--samples", "8", "--finetune-epochs", "1", *common,
+                     *(["--distill", "0.7"] if name == "distilbert" else []))
     assert code == 0, err
     report = json.loads((tmp_path / "pruned" / "report.json").read_text())
     assert report["head"] == "question-answering" and set(report["metrics"]["final"]) == {"exact", "f1"}
+    assert ("teacher" in report["seconds"]) == (name == "distilbert")
     code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "deploy"), *data, *common,
                      "--triton")
     assert code == 0, err

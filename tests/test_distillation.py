@@ -1,0 +1,61 @@
+"""Distillation from the dense teacher: the soft loss is zero exactly when the student agrees,
+ignores padding for per-token heads, uses MSE for regression; the teacher's outputs attached
+to each row equal the model's on that row alone."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pruning.batching import make_batches
+from pruning.distillation import Distillation, attach_teacher
+from tests.conftest import random_batches, tiny_bert
+from tests.test_question_answering import tiny_qa
+
+
+def test_soft_loss_is_zero_exactly_when_the_student_agrees():
+    d = Distillation(alpha=1.0, temperature=2.0)
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    batch = {"teacher_logits": logits.clone(), "attention_mask": torch.ones(2, 5)}
+    task = torch.tensor([7.0, 7.0])
+    assert torch.allclose(d.loss(SimpleNamespace(logits=logits), batch, task), torch.zeros(2), atol=1e-6)
+    worse = d.loss(SimpleNamespace(logits=logits.flip(-1)), batch, task)
+    assert (worse > 0.1).all()
+    half = Distillation(alpha=0.5).loss(SimpleNamespace(logits=logits), batch, task)
+    assert torch.allclose(half, task / 2, atol=1e-6)  # the task loss keeps 1 - alpha
+    reg = {"teacher_logits": torch.tensor([[1.0], [2.0]]), "attention_mask": torch.ones(2, 5)}
+    assert torch.allclose(d.loss(SimpleNamespace(logits=torch.tensor([[1.5], [2.0]])), reg, task),
+                          torch.tensor([0.25, 0.0]))
+
+
+def test_per_token_soft_loss_ignores_padding():
+    d = Distillation(alpha=1.0)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    start, end = torch.randn(2, 5), torch.randn(2, 5)
+    batch = {"teacher_start_logits": start.clone(), "teacher_end_logits": end.clone(), "attention_mask": mask}
+    base = d.loss(SimpleNamespace(start_logits=start, end_logits=end), batch, torch.zeros(2))
+    assert torch.allclose(base, torch.zeros(2), atol=1e-6)
+    moved = start.clone()
+    moved[0, 3:] += 50.0  # padding of row 0 only
+    assert torch.allclose(d.loss(SimpleNamespace(start_logits=moved, end_logits=end), batch, torch.zeros(2)),
+                          torch.zeros(2), atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["classification", "question-answering"])
+def test_teacher_outputs_are_each_rows_own(head):
+    model = tiny_bert(hidden=24, layers=2, heads=2, ffn=48) if head == "classification" else tiny_qa("bert")
+    b = random_batches(n_batches=1, batch=4)[0]
+    rows = [{k: b[k][i][:int(b["attention_mask"][i].sum())].tolist() for k in ("input_ids", "attention_mask",
+                                                                            "token_type_ids")} for i in range(4)]
+    rows = attach_teacher(model, rows, batch_size=3)
+    names = ("logits",) if head == "classification" else ("start_logits", "end_logits")
+    for row in rows:
+        alone = {k: torch.tensor([row[k]]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        with torch.no_grad():
+            out = model(**alone)
+        for n in names:
+            assert torch.allclose(torch.tensor(row[f"teacher_{n}"]), getattr(out, n)[0], atol=1e-5)
+    batch = make_batches(rows, 4)[0]
+    for n in names:
+        assert batch[f"teacher_{n}"].shape[0] == 4
+        if head != "classification":
+            assert batch[f"teacher_{n}"].shape == batch["input_ids"].shape
