@@ -274,22 +274,23 @@ def export(opts: ExportOptions) -> dict:
         modeldir.save_tokenizer(tok, tmp / "onnx")
         example = None
         if opts.triton:
-            report["triton"], example = _write_triton(tmp, data, model, tok, task, dev, sess, max_len, opts, report)
+            report["triton"], example = _write_triton(tmp, model, tok, task, dev, sess, max_len, opts, report)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         write_atomic(tmp / "report.json", report)
         (tmp / "README.md").write_text(_card(report) + "\n" + readme(report, example))
     return report
 
 
-def _write_triton(tmp: Path, data: bytes, model, tok, task, dev, sess, max_len: int, opts: ExportOptions,
+def _write_triton(tmp: Path, model, tok, task, dev, sess, max_len: int, opts: ExportOptions,
                   report: dict) -> tuple[list[dict], dict | None]:
     """The repository (pgb_bert, the text models, the engine's model) and one raw-text
     request with the answer this export gives it, for the deploy README."""
     from .triton import engine_notes, write_repository, write_text_models
     head = head_named(model)
-    written = [write_repository(tmp / "triton", data, model.config, head, opts.max_batch, opts.triton_backend)]
+    written = [write_repository(tmp / "triton", tmp / "onnx" / "model.onnx", model.config, head, opts.max_batch,
+                                opts.triton_backend)]
     if opts.trt:
-        written.append(write_repository(tmp / "triton", (tmp / "trt" / "model.plan").read_bytes(), model.config, head,
+        written.append(write_repository(tmp / "triton", tmp / "trt" / "model.plan", model.config, head,
                                         opts.max_batch, "tensorrt", "pgb_bert_trt",
                                         engine_notes(report["tensorrt"]["build"])))
     tokenizer_json = tmp / "onnx" / "tokenizer.json"

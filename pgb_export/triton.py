@@ -14,6 +14,7 @@ is written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,9 @@ def engine_notes(build: dict) -> tuple[str, ...]:
 
 
 def _write(root: Path, config: ModelConfig, files: dict[str, bytes | Path]) -> dict:
-    """config.pbtxt (parsed first) and the version directory's files."""
+    """config.pbtxt (parsed first) and the version directory's files: bytes are written, a
+    Path inside the deploy directory is hard-linked (one copy on disk, and the repository
+    still works when mounted alone), any other Path copied."""
     text = config.text()
     parsed = parse_config(text)
     version = root / config.name / "1"
@@ -134,7 +137,12 @@ def _write(root: Path, config: ModelConfig, files: dict[str, bytes | Path]) -> d
     for rel, content in files.items():
         target = (root / config.name / rel) if rel == "labels.txt" else version / rel
         if isinstance(content, Path):
-            shutil.copy(content, target)
+            try:
+                if not content.is_relative_to(root.parent):
+                    raise OSError("outside the deploy directory")
+                os.link(content, target)
+            except OSError:
+                shutil.copy(content, target)
         else:
             target.write_bytes(content)
     return {"model": config.name, "backend": parsed.backend or parsed.platform, "max_batch_size": parsed.max_batch_size,
@@ -145,7 +153,7 @@ def _class_names(model_config) -> list[str]:
     return [str(model_config.id2label[i]) for i in range(model_config.num_labels)] if model_config.num_labels > 1 else []
 
 
-def write_repository(root: Path, model_bytes: bytes, model_config, head: Head, max_batch: int,
+def write_repository(root: Path, model: bytes | Path, model_config, head: Head, max_batch: int,
                      backend: str = "onnxruntime", name: str = "pgb_bert", notes: tuple[str, ...] = (),
                      batching: bool = True) -> dict:
     """The token-ids model (model.onnx, or model.plan for the tensorrt backend); returns what
@@ -156,7 +164,7 @@ def write_repository(root: Path, model_bytes: bytes, model_config, head: Head, m
                            label_filename="labels.txt" if names else None) for n in head.outputs)
     inputs = tuple(Tensor(n, "INT64", (-1,)) for n in family(model_config).inputs)
     config = ModelConfig(name, inputs, outputs, max_batch, backend, kind, batching, warmup=True, notes=notes)
-    files = {FILES[backend]: model_bytes}
+    files = {FILES[backend]: model}
     if backend == "python":
         files["model.py"] = PYTHON_MODELS / "model.py"
     if names:

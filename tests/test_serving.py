@@ -135,8 +135,11 @@ def test_label_file_answers_the_classification_extension(served):
     top = client.infer("pgb_bert", inputs, outputs=[httpclient.InferRequestedOutput("logits", class_count=1)])
     score, index, label = top.as_numpy("logits")[0][0].decode().split(":")
     assert label == expected_labels(deploy, ["a charming film"])[0] and index == str(["negative", "positive"].index(label))
-    # one copy of the model: the text models hold no second model.onnx
+    # one copy of the model on disk: the repository's model.onnx and tokenizer.json are links
+    # to onnx/'s, and the text models hold no model of their own
     assert len(list((deploy / "triton").rglob("model.onnx"))) == 1
+    assert (deploy / "triton" / "pgb_bert" / "1" / "model.onnx").samefile(deploy / "onnx" / "model.onnx")
+    assert (deploy / "triton" / "pgb_tokenize" / "1" / "tokenizer.json").samefile(deploy / "onnx" / "tokenizer.json")
 
 
 @needs_shared
