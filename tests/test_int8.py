@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -18,7 +17,7 @@ from pgb_export.census import census
 from pgb_export.grouped_linear import LinearOptions, quantize_weight
 from pruning import bert, cost, repermute
 from tests.test_export_graph import CASES, plan_with
-from tests.test_families import FAMILIES, batches, tiny
+from tests.test_families import FAMILIES, tiny, worst_logit_diff
 from tests.test_reliability import assert_refused, call
 
 
@@ -52,13 +51,7 @@ def test_int8_graph_matches_pytorch_within_tolerance(name, case):
     int8_params = sum(v.size for k, v in inits.items() if v.dtype == np.int8 and k.startswith("layer"))
     assert int8_params == cost.kept_params(cost.live(bert.matrices(model), plan.masks()))
     assert census(graph)["encoder_weight_params"] == int8_params
-    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for b in batches(name):
-        with torch.no_grad():
-            want = model(**b).logits.numpy()
-        got = sess.run(None, {k: v.numpy() for k, v in b.items()})[0]
-        worst = max(worst, float(np.abs(got - want).max()))
+    worst = worst_logit_diff(graph, model, name)
     assert worst <= BERT_IO.atol_int8, worst
     assert worst > 0  # it really is quantized
 
