@@ -22,11 +22,11 @@ class IOSpec:
     # deeper models and flags real errors. The dev metric is the check that matters.
     atol_fp16: float = 1e-2
     metric_points_fp16: float = 0.3
-    # Dynamic int8 (uint8 activations per tensor, int8 weights per channel): the outputs move
-    # by a few hundredths per layer; 0.5 on logits of magnitude 3-4 catches a wrong scale or
-    # order (errors of order 1 and more), and the dev metric, within 1 point of PyTorch's
-    # fp32, is the check that matters.
-    atol_int8: float = 0.5
+    # Dynamic int8 (uint8 activations per tensor, int8 weights per channel): pruned
+    # minilm-sst2's logits (magnitude up to ~5) moved by up to 0.40 (BENCHMARKS.md); 1.0 leaves
+    # 2.5x room and still catches a wrong scale or order (errors of the logits' own size). The
+    # dev metric, within 1 point of PyTorch's fp32, is the check that matters.
+    atol_int8: float = 1.0
     metric_points_int8: float = 1.0
 
     def tolerances(self, precision: str) -> tuple[float, float]:
