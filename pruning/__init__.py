@@ -7,6 +7,7 @@ The steps of the paper, one module each, in the order data flows through them:
     repermute.apply_plan    model + Plan            -> pruned model (masked dense weights)
     compensation.compensate model + masks + batches -> compensated weights
     finetune.finetune       model + masks + batches -> re-finetuned model, structure frozen
+                            (distillation: the dense model as teacher, optional)
 
 `ablations` builds the baselines of PGB.md section 9, `grouped` the inference module of
 Algorithm 3, `cost` the parameter and FLOP counts every report uses.
