@@ -114,6 +114,7 @@ def summary(report: dict) -> str:
              f"{main}: dense {m['dense'][main]:.4f}  vanilla {m['vanilla'][main]:.4f}  final {m['final'][main]:.4f}",
              "seconds: " + "  ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items())]
     lines += [f"note: {n}" for n in report["plan"].get("notes", [])]
+    lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -193,6 +193,10 @@ def prune(opts: PruneOptions) -> dict:
                               distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)
     metrics.update(recovered)
 
+    warnings = _collapse_warning(task, dev_batches, metrics["final"], opts)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
     bad = repermute.violations(model, plan)
     if bad:  # cannot happen unless a step above is broken; never write such a model
         raise RuntimeError(f"weights outside the plan's blocks are non-zero in {bad[:3]}")
@@ -206,7 +210,7 @@ def prune(opts: PruneOptions) -> dict:
         "ratio_counts": "live weights: a matrix that a dropped partner makes dead counts as removed",
         "params_live": cost.kept_params(cost.live(refs, masks)),
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
-        "metrics": metrics, "seconds": seconds, "data": _data_report(splits),
+        "metrics": metrics, "warnings": warnings, "seconds": seconds, "data": _data_report(splits),
         "settings": opts.settings(),
         "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
                                                              "ffn_layers_dropped", "notes")},
@@ -224,6 +228,21 @@ def prune(opts: PruneOptions) -> dict:
         lap("save")
         write_atomic(tmp / "report.json", report)
     return report
+
+
+# A final metric within this many points of the best constant prediction is a collapse.
+COLLAPSE_POINTS = 2.0
+
+
+def _collapse_warning(task, dev_batches: list, final: dict, opts: PruneOptions) -> list[str]:
+    """Say so when the pruned model is no better than always answering one class."""
+    trivial = task.trivial(dev_batches)
+    metric = task.main_metric
+    if trivial is None or final[metric] > trivial + COLLAPSE_POINTS / 100:
+        return []
+    return [f"the pruned model's {metric} {final[metric]:.4f} is at the level of always predicting one class "
+            f"({trivial:.4f}): it has collapsed. Recover longer (e.g. --finetune-epochs 3 --finetune-samples 8000), "
+            f"distil (--distill 0.5), or prune less than {opts.target}"]
 
 
 def _card(report: dict) -> str:

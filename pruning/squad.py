@@ -57,6 +57,9 @@ class QATask:
     def load(self, directory: Path | None, splits: tuple[str, ...] = ("train", "dev")) -> dict[str, Split]:
         return {k: v for k, v in load_squad(self, directory).items() if k in splits}
 
+    def trivial(self, batches) -> None:
+        return None  # no constant answer to compare with
+
     def encode(self, tokenizer, examples: Sequence[QAExample], max_len: int, inputs: Sequence[str],
                train: bool) -> list[dict]:
         return windows(tokenizer, examples, max_len, self.doc_stride, inputs, train)

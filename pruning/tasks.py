@@ -74,6 +74,15 @@ class Task:
         from .batching import encode
         return encode(tokenizer, examples, max_len, inputs)
 
+    def trivial(self, batches) -> float | None:
+        """The main metric of the best constant prediction (always one class), or None for
+        regression: a model at or below it has learned nothing."""
+        if self.is_regression:
+            return None
+        labels = np.concatenate([b["labels"].numpy() for b in batches])
+        return max(metrics(self, np.eye(self.num_labels)[np.full(len(labels), c)], labels)[self.main_metric]
+                   for c in range(self.num_labels))
+
     def score(self, outputs, batches) -> dict[str, float]:
         """Official metrics from per-batch outputs ({"logits": ...}) and the batches' labels."""
         return metrics(self, np.concatenate([o["logits"] for o in outputs]),

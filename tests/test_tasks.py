@@ -81,3 +81,24 @@ def test_unreadable_data_is_one_clear_error(tmp_path, task, folder, text, needle
     with pytest.raises(DataError) as e:
         load_split(get_task(task), "dev", tmp_path)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_trivial_baseline_is_the_best_constant_prediction():
+    import torch
+    sst2, stsb, cola = get_task("sst2"), get_task("stsb"), get_task("cola")
+    batches = [{"labels": torch.tensor([1, 1, 0])}, {"labels": torch.tensor([1, 0])}]
+    assert sst2.trivial(batches) == pytest.approx(3 / 5)  # always "positive"
+    assert cola.trivial(batches) == 0.0  # MCC of a constant is 0
+    assert stsb.trivial([{"labels": torch.tensor([1.0, 2.0])}]) is None
+
+
+def test_a_collapsed_model_is_reported_not_shipped_silently():
+    import torch
+
+    from pruning.pipeline import PruneOptions, _collapse_warning
+    batches = [{"labels": torch.tensor([1, 1, 0, 1])}]
+    opts = PruneOptions(out="x", target=0.88)
+    warned = _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.75}, opts)
+    assert len(warned) == 1 and "collapsed" in warned[0] and "--finetune-epochs 3" in warned[0]
+    assert _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.9}, opts) == []
+    assert _collapse_warning(get_task("stsb"), [{"labels": torch.tensor([1.0])}], {"spearman": 0.1}, opts) == []
