@@ -11,7 +11,7 @@ table; exits 1 if any request failed.
 
 The tritonserver is the nvidia-pytriton wheel's (python backend only), so pgb_bert must have
 been exported with --triton-backend python. perf_analyzer is not used: the perf-analyzer
-wheel needs the client C++ libraries and a GPU-enabled build that are not installable here.
+wheel reachable here (0.1.0) is a placeholder without the binary.
 """
 from __future__ import annotations
 
