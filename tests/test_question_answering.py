@@ -225,3 +225,25 @@ def test_qa_mismatches_are_refused_in_one_line(tok, tmp_path):
     (tmp_path / "dev.json").write_text(json.dumps({"version": "1.1", "data": [{"paragraphs": "not a list"}]}))
     assert_refused(*call(export_cli, str(tmp_path / "qa"), "--out", str(tmp_path / "o"), "--dev-file",
                         str(tmp_path / "dev.json")), "pgb-export", "holds no questions")
+
+
+def test_squad_v2_unanswerable_questions(tok, tmp_path):
+    """squad_v2: unanswerable questions are read (v1.1 refuses them), train on the first
+    token, and score 1 only when the prediction is empty."""
+    data = _articles(2, 3)
+    data["data"][1]["paragraphs"][0]["qas"].append({"id": "none", "question": "what is not there ?",
+                                                    "answers": [], "is_impossible": True})
+    (tmp_path / "SQuAD").mkdir()
+    (tmp_path / "SQuAD" / "train-v2.0.json").write_text(json.dumps(data))
+    (tmp_path / "SQuAD" / "dev-v2.0.json").write_text(json.dumps(data))
+    splits = load_squad(QATask("squad_v2", True), tmp_path)
+    impossible = [e for e in splits["train"].examples if not e.answers]
+    assert [e.id for e in impossible] == ["none"]
+    feats = windows(tok, impossible, 64, 16, ("input_ids",), train=True)
+    assert all((f["start_positions"], f["end_positions"]) == (0, 0) for f in feats)
+    assert squad_metrics(impossible, {"none": ""}) == {"exact": 1.0, "f1": 1.0}
+    assert squad_metrics(impossible, {"none": "something"}) == {"exact": 0.0, "f1": 0.0}
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(json.dumps(data))
+    (tmp_path / "SQuAD" / "train-v1.1.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="question 5 has no answer"):  # 1 of 7 is above 5 %: refused
+        load_squad(QATask("squad", False), tmp_path)
