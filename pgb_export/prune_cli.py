@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning import ablations, bert, modeldir
+from pruning import ablations, bert, budget, modeldir
 from pruning.pipeline import EMBEDDED_ROWS, PruneOptions, prune
 
 from . import __version__
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")
     p.add_argument("--max-len", type=number(int, 8, 8192), help="max tokens per example (default 128; question "
                    "answering 384, longer contexts as overlapping windows)")
+    p.add_argument("--allocation", default="paper", choices=budget.ALLOCATIONS,
+                   help="how the budget is shared: paper (Algorithm 1: attention first, then whole FFN layers by "
+                        "importance, the rest dropped) or floor (no matrix dropped while every one can keep "
+                        "G_max's share; the rest by the same order) (default paper)")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
@@ -95,7 +99,7 @@ def options(args) -> PruneOptions:
         tau=args.tau, no_compensation=args.no_compensation, finetune_epochs=args.finetune_epochs,
         finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
         batch_size=args.batch_size, max_len=args.max_len,
-        ablation=args.ablation, seed=args.seed, force=args.force, progress=not args.quiet, source=args.source)
+        ablation=args.ablation, allocation=args.allocation, seed=args.seed, force=args.force, progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:

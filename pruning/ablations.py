@@ -80,10 +80,10 @@ def plan_from_masks(refs: Sequence[MatrixRef], masks: Masks, meta: dict) -> Plan
 
 def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
           target: float, heads: int, gmax: int = 6, nperm: int = 6,
-          tau: float | str = "auto", progress: bool = False) -> tuple[Plan, Masks, Plan]:
+          tau: float | str = "auto", progress: bool = False, allocation: str = "paper") -> tuple[Plan, Masks, Plan]:
     """(plan written to pgb.json, masks to prune with, the PGB plan it was sized from)."""
     pgb = plan_pgb(refs, scores, target, gmax, nperm, tau, permute=ablation != "no-permutation",
-                   progress=progress)
+                   progress=progress, allocation=allocation)
     if ablation in ("unstructured", "structured"):
         kept = {mp.name: mp.kept for mp in pgb.matrices}
         masks = (unstructured(refs, scores, kept) if ablation == "unstructured"

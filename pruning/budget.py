@@ -22,6 +22,10 @@ from .grouping import common_divisors, group_count, permute_and_group
 from .plan import MatrixPlan, Plan
 
 TOLERANCE = 0.01  # achieved ratio must land within +-1 point of the target
+# paper: Algorithm 1 as written. floor: no matrix is dropped while every matrix can keep its
+# floor (the largest G within G_max); budget above the floors goes, in the paper's order
+# (attention, then FFN layers by importance), towards each matrix's rule G.
+ALLOCATIONS = ("paper", "floor")
 
 
 def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
@@ -103,8 +107,47 @@ def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], b
     return groups, order, taken, notes
 
 
+def _floor(ref: MatrixRef, gmax: int) -> int:
+    return max(d for d in common_divisors(*ref.shape) if d <= gmax)
+
+
+def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], budget: float,
+                      gmax: int, rule: Mapping[str, int]) -> tuple[dict[str, int], list[int], list[int], list[str]]:
+    """Every matrix keeps at least its floor; where the floors alone do not fit, the FFN
+    floors of the least important layers go first (and say so). Then each matrix, attention
+    first and FFN layers by importance, moves from its floor towards its rule G (0 = rule
+    would drop it: the floor stays) as far as the budget left above the remaining floors allows."""
+    notes: list[str] = []
+    groups = {r.name: _floor(r, gmax) for r in refs}
+    ffn: dict[int, list[MatrixRef]] = {}
+    for r in refs:
+        if r.kind in FFN_KINDS:
+            ffn.setdefault(r.layer, []).append(r)
+    importance = {l: sum(float(scores[r.name].sum()) for r in pair) for l, pair in ffn.items()}
+    order = sorted(ffn, key=lambda l: -importance[l])
+    spent = lambda: sum(_kept(r, groups[r.name]) for r in refs)
+    for layer in reversed(order):  # least important FFN first, until the floors fit
+        if spent() <= budget:
+            break
+        for r in ffn[layer]:
+            groups[r.name] = 0
+        notes.append(f"the floors do not fit the budget: FFN of layer {layer} dropped")
+    if spent() > budget:
+        notes.append(f"attention floors alone keep {spent() - budget:.0f} weights more than the budget")
+    mha = [r for r in refs if r.kind in MHA_KINDS]
+    for r in mha + [r for layer in order for r in ffn[layer]]:
+        if groups[r.name] == 0 or rule[r.name] == 0:
+            continue
+        for g in sorted(d for d in common_divisors(*r.shape) if rule[r.name] <= d < groups[r.name]):
+            if spent() - _kept(r, groups[r.name]) + _kept(r, g) <= budget:
+                groups[r.name] = g
+                break
+    taken = [l for l in order if all(groups[r.name] for r in ffn[l])]
+    return groups, order, taken, notes
+
+
 def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
-                  gmax: int = 6, tau: float | str = "auto") -> tuple[dict[str, int], dict]:
+                  gmax: int = 6, tau: float | str = "auto", allocation: str = "paper") -> tuple[dict[str, int], dict]:
     """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went.
 
     tau="auto" starts at the quantile that keeps exactly the budget's count. At high targets
@@ -118,7 +161,8 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
 
     def attempt(tau_value):
         rule = {r.name: group_count(scores[r.name], tau_value, gmax) for r in refs}
-        groups, order, taken, notes = _algorithm1(refs, scores, budget, gmax, rule)
+        allocate = _algorithm1 if allocation == "paper" else _floor_allocation
+        groups, order, taken, notes = allocate(refs, scores, budget, gmax, rule)
         achieved = 1.0 - sum(_kept(r, groups[r.name]) for r in refs) / total
         return achieved, (tau_value, groups, order, taken, notes)
 
@@ -142,7 +186,7 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
     tau_value, groups, order, taken, notes = result
     if abs(achieved - target) > TOLERANCE:
         notes.append(f"achieved ratio {achieved:.4f} is more than {TOLERANCE:.0%} from target {target}")
-    info = {"tau": tau_value, "tau_mode": "auto" if tau == "auto" else "absolute",
+    info = {"tau": tau_value, "tau_mode": "auto" if tau == "auto" else "absolute", "allocation": allocation,
             "ffn_order": order, "ffn_layers_kept": sorted(taken),
             "ffn_layers_dropped": sorted(set(order) - set(taken)), "notes": notes}
     return groups, info
@@ -150,9 +194,10 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
 
 def plan_pgb(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
              gmax: int = 6, nperm: int = 6, tau: float | str = "auto", permute: bool = True,
-             progress: bool = False) -> Plan:
-    """Algorithm 1 + Algorithm 2 for the whole model: the PGB plan at `target`."""
-    groups, info = choose_groups(refs, scores, target, gmax, tau)
+             progress: bool = False, allocation: str = "paper") -> Plan:
+    """Algorithm 1 (or the floor allocation) + Algorithm 2 for the whole model: the PGB
+    plan at `target`."""
+    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation)
     meta = {"method": "pgb" if permute else "no-permutation", "target": target, "gmax": gmax,
             "nperm": nperm, **info}
     return grouped_plan(refs, scores, groups, nperm, permute, meta, progress)

@@ -51,6 +51,7 @@ class PruneOptions:
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
+    allocation: str = "paper"  # budget.ALLOCATIONS
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -180,7 +181,7 @@ def prune(opts: PruneOptions) -> dict:
             "samples": len(sample_rows), "seed": opts.seed, "fisher": "exact per-sample gradients"}
     tau = "auto" if opts.tau == "auto" else float(opts.tau)
     plan, masks, pgb = ablations.build(opts.ablation, refs, scores, opts.target,
-                                       bert.num_heads(model), opts.gmax, opts.nperm, tau, progress)
+                                       bert.num_heads(model), opts.gmax, opts.nperm, tau, progress, opts.allocation)
     plan.meta.update(meta)
     lap("planning")
 
@@ -212,7 +213,7 @@ def prune(opts: PruneOptions) -> dict:
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
         "metrics": metrics, "warnings": warnings, "seconds": seconds, "data": _data_report(splits),
         "settings": opts.settings(),
-        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "ffn_order", "ffn_layers_kept",
+        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "allocation", "ffn_order", "ffn_layers_kept",
                                                              "ffn_layers_dropped", "notes")},
         "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
                       "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,

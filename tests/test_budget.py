@@ -133,3 +133,27 @@ def test_budget_counts_live_weights_only(target):
             assert all(by[(layer, k)] == 0 for k in bert.MHA_KINDS)
         if by[(layer, "ffn1")] == 0 or by[(layer, "ffn2")] == 0:
             assert by[(layer, "ffn1")] == by[(layer, "ffn2")] == 0
+
+
+@pytest.mark.parametrize("target", [0.5, 0.75, 0.88])
+def test_floor_allocation_drops_nothing_while_the_floors_fit(target):
+    """--allocation floor: every matrix keeps at least G_max's share when that fits the budget
+    (at 0.88 on this model it does not: the least important FFN layers go first, and say so);
+    the ratio still lands on the target, and never more weights than the budget."""
+    refs = bert.matrices(tiny_bert())
+    scores = fake_scores(refs)
+    plan = budget.plan_pgb(refs, scores, target, gmax=6, nperm=1, allocation="floor")
+    assert plan.meta["allocation"] == "floor"
+    assert abs(plan.ratio - target) <= 0.01, plan.meta["notes"]
+    total = sum(r.shape[0] * r.shape[1] for r in refs)
+    assert plan.kept <= (1 - target) * total + 1
+    floors = sum(r.shape[0] * r.shape[1] // 6 for r in refs)  # 6 divides every shape here
+    dropped = [mp for mp in plan.matrices if mp.groups == 0]
+    if floors <= (1 - target) * total:
+        assert not dropped
+    else:
+        assert dropped and all(mp.kind in bert.FFN_KINDS for mp in dropped)
+        assert any("floors do not fit" in n for n in plan.meta["notes"])
+    assert all(mp.groups <= 6 for mp in plan.matrices)
+    paper = budget.plan_pgb(refs, scores, target, gmax=6, nperm=1)
+    assert sum(mp.groups == 0 for mp in paper.matrices) >= len(dropped)
