@@ -99,6 +99,6 @@ def test_a_collapsed_model_is_reported_not_shipped_silently():
     batches = [{"labels": torch.tensor([1, 1, 0, 1])}]
     opts = PruneOptions(out="x", target=0.88)
     warned = _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.75}, opts)
-    assert len(warned) == 1 and "collapsed" in warned[0] and "--allocation floor" in warned[0]
+    assert len(warned) == 1 and "collapsed" in warned[0] and "--finetune-epochs 3" in warned[0]
     assert _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.9}, opts) == []
     assert _collapse_warning(get_task("stsb"), [{"labels": torch.tensor([1.0])}], {"spearman": 0.1}, opts) == []
