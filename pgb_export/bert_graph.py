@@ -204,7 +204,7 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
 
     dims = [io.batch_axis, io.sequence_axis]
     inputs = [helper.make_tensor_value_info(n, tensor_type(io.input_dtype), dims) for n in f.inputs]
-    out_dims = [io.sequence_axis] if head.per_token else [cfg.num_labels]
+    out_dims = head.output_dims(cfg.num_labels, io.sequence_axis)
     outputs = [helper.make_tensor_value_info(n, FLOAT, [io.batch_axis, *out_dims]) for n in head.outputs]
     return g.model(inputs, outputs, "pgb-export")
 

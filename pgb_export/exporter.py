@@ -26,6 +26,8 @@ from pruning.heads import HEADS, QUESTION_ANSWERING, head_named
 from pruning.jsonfile import write_atomic
 from pruning.model_card import card
 from pruning.plan import Plan, PlanError
+from pruning.spans import best_span
+from pruning.squad import QAExample, QATask, windows
 from pruning.tasks import get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
@@ -47,6 +49,9 @@ DEFAULT_TEXTS = [
     "it 's slow -- very , very slow .",
     "although laced with humor and a few fanciful touches , the film is a refreshingly serious look at young women .",
 ]
+
+# Windowing and decoding of a QA model exported without a QA task to take them from.
+DEFAULT_QA = QATask("question-answering", allow_no_answer=False)
 
 # Options that only mean something beside another one, and their defaults once that one is given.
 DEPENDENT = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
@@ -173,9 +178,7 @@ def _dev_data(opts: ExportOptions, model):
     if not opts.task:
         return None, None
     task = get_task(opts.task)
-    if task.head is not head_named(model):
-        raise modeldir.ModelError(f"{opts.model_dir} holds a {type(model).__name__}; {task.name} needs a "
-                                  f"*{task.head.architecture}")
+    modeldir.check_head(model, task, opts.model_dir)
     return task, task.load(glue_dir(opts.glue_dir), ("dev",))["dev"]
 
 
@@ -298,27 +301,26 @@ def _write_triton(tmp: Path, model, tok, task, dev, sess, max_len: int, opts: Ex
     tokenizer_json = tmp / "onnx" / "tokenizer.json"
     if not tokenizer_json.is_file():  # a slow tokenizer: no raw-text models, said in report.json
         return written + [{"model": "pgb_text", "skipped": "the tokenizer has no tokenizer.json (not a fast tokenizer)"}], None
-    qa = head is QUESTION_ANSWERING
+    qa = task if task is not None and task.head is QUESTION_ANSWERING else DEFAULT_QA
     written += write_text_models(tmp / "triton", tokenizer_json, model.config, head, opts.max_batch, max_len,
                                  tok.pad_token_id or 0, tok.pad_token or "[PAD]",
-                                 allow_no_answer=bool(task and getattr(task, "allow_no_answer", False)),
-                                 doc_stride=getattr(task, "doc_stride", 128))
-    return written, serving_example(model, tok, runner(sess), dev, max_len, written[-1]["model"] if qa else "pgb_text")
+                                 allow_no_answer=qa.allow_no_answer, doc_stride=qa.doc_stride)
+    return written, serving_example(model, tok, runner(sess), dev, max_len, written[-1]["model"], qa)
 
 
-def serving_example(model, tok, run, dev, max_len: int, name: str) -> dict:
+def serving_example(model, tok, run, dev, max_len: int, name: str, qa: QATask = DEFAULT_QA) -> dict:
     """One raw-text request (the dev set's first input, else a default) and what the export
-    answers: the label (or score) for a classifier, the span and its score for QA."""
+    answers: the label (or score) for a classifier, the span and its score for QA (windowed
+    and decoded as `qa` says, as the served model does)."""
     inputs = family(model).inputs
     if head_named(model) is QUESTION_ANSWERING:
-        from pruning.spans import best_span
-        from pruning.squad import QAExample, windows
         ex = dev.examples[0] if dev else QAExample("0", "how slow is it ?", DEFAULT_TEXTS[4], (), ())
-        feats = windows(tok, [ex], max_len, 128, inputs, train=False)
+        feats = windows(tok, [ex], max_len, qa.doc_stride, inputs, train=False)
         batch = make_batches(feats, len(feats), pad_id=tok.pad_token_id or 0)[0]
         out = run({k: batch[k].numpy() for k in inputs})
         answer, score = best_span(ex.context, [(s, e, f["offsets"]) for s, e, f in
-                                               zip(out["start_logits"], out["end_logits"], feats)], False)
+                                               zip(out["start_logits"], out["end_logits"], feats)],
+                                  qa.allow_no_answer)
         return {"model": name, "inputs": {"question": ex.question, "context": ex.context},
                 "expected": {"answer": answer, "score": round(score, 4)}}
     text = dev.examples[0].texts if dev else DEFAULT_TEXTS[0]

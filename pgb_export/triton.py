@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pruning.families import family
 from pruning.heads import QUESTION_ANSWERING, Head
+from pruning.squad import MAX_QUESTION_TOKENS, QATask
 
 FILES = {"onnxruntime": "model.onnx", "python": "model.onnx", "tensorrt": "model.plan"}
 PYTHON_MODELS = Path(__file__).parent / "triton_python"
@@ -173,8 +174,8 @@ def write_repository(root: Path, model: bytes | Path, model_config, head: Head, 
 
 
 def write_text_models(root: Path, tokenizer_json: Path, model_config, head: Head, max_batch: int, max_len: int,
-                      pad_id: int, pad_token: str, allow_no_answer: bool = False, doc_stride: int = 128,
-                      max_question_tokens: int = 64, batching: bool = True) -> list[dict]:
+                      pad_id: int, pad_token: str, allow_no_answer: bool = False, doc_stride: int = QATask.doc_stride,
+                      max_question_tokens: int = MAX_QUESTION_TOKENS, batching: bool = True) -> list[dict]:
     """The raw-text models in front of pgb_bert: the pgb_text ensemble for classifiers, pgb_qa
     for question answering. max_len is the export's truncation (and profile)."""
     inputs = family(model_config).inputs

@@ -63,6 +63,16 @@ def _fit_last_layer(pair: Sequence[MatrixRef], rule: Sequence[int], budget: floa
                                         ab == (0, 0)))
 
 
+def _ffn_layers(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor]) -> tuple[dict[int, list[MatrixRef]], list[int]]:
+    """({layer: [W_1, W_2]}, layers by FFN importance, the sum of s over both, highest first)."""
+    ffn: dict[int, list[MatrixRef]] = {}
+    for r in refs:
+        if r.kind in FFN_KINDS:
+            ffn.setdefault(r.layer, []).append(r)
+    importance = {l: sum(float(scores[r.name].sum()) for r in pair) for l, pair in ffn.items()}
+    return ffn, sorted(ffn, key=lambda l: -importance[l])
+
+
 def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], budget: float,
                 gmax: int, rule: Mapping[str, int]) -> tuple[dict[str, int], list[int], list[int], list[str]]:
     """MHA phase, then FFN layers by importance while budget remains. Returns (G per
@@ -77,12 +87,7 @@ def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], b
     if budget < 0:
         notes.append(f"MHA phase alone keeps {-budget:.0f} weights more than the budget")
 
-    ffn = {}
-    for r in refs:
-        if r.kind in FFN_KINDS:
-            ffn.setdefault(r.layer, []).append(r)
-    importance = {l: sum(float(scores[r.name].sum()) for r in pair) for l, pair in ffn.items()}
-    order = sorted(ffn, key=lambda l: -importance[l])
+    ffn, order = _ffn_layers(refs, scores)
     taken = []
     for layer in order:
         if budget <= 0:
@@ -119,12 +124,7 @@ def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tens
     would drop it: the floor stays) as far as the budget left above the remaining floors allows."""
     notes: list[str] = []
     groups = {r.name: _floor(r, gmax) for r in refs}
-    ffn: dict[int, list[MatrixRef]] = {}
-    for r in refs:
-        if r.kind in FFN_KINDS:
-            ffn.setdefault(r.layer, []).append(r)
-    importance = {l: sum(float(scores[r.name].sum()) for r in pair) for l, pair in ffn.items()}
-    order = sorted(ffn, key=lambda l: -importance[l])
+    ffn, order = _ffn_layers(refs, scores)
     spent = lambda: sum(_kept(r, groups[r.name]) for r in refs)
     for layer in reversed(order):  # least important FFN first, until the floors fit
         if spent() <= budget:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .batching import make_batches, model_args
-from .heads import head_named
+from .heads import Head, head_named
 
 PREFIX = "teacher_"  # batch keys holding the teacher's outputs
 
@@ -25,17 +25,18 @@ class Distillation:
     alpha: float = 0.5  # weight of the soft loss; 1 - alpha on the task loss
     temperature: float = 2.0
 
-    def loss(self, out, batch: dict, task_loss: torch.Tensor) -> torch.Tensor:
-        """Per-sample mixed loss; `task_loss` is the head's own, per sample."""
-        names = [k[len(PREFIX):] for k in batch if k.startswith(PREFIX)]
-        soft = torch.stack([self._soft(getattr(out, n), batch[PREFIX + n], batch) for n in names]).mean(0)
+    def loss(self, head: Head, out, batch: dict, task_loss: torch.Tensor) -> torch.Tensor:
+        """Per-sample mixed loss over the head's outputs; `task_loss` is the head's own, per
+        sample."""
+        soft = torch.stack([self._soft(head, student, batch[PREFIX + name], batch)
+                            for name, student in zip(head.outputs, head.outputs_of(out))]).mean(0)
         return (1 - self.alpha) * task_loss + self.alpha * soft
 
-    def _soft(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict) -> torch.Tensor:
-        if student.shape[-1] == 1 and student.dim() == 2:  # regression
+    def _soft(self, head: Head, student: torch.Tensor, teacher: torch.Tensor, batch: dict) -> torch.Tensor:
+        if not head.per_token and student.shape[-1] == 1:  # regression
             return (student - teacher).square().squeeze(-1)
         t = self.temperature
-        if student.dim() == 2 and student.shape == batch["attention_mask"].shape:  # per token: mask padding
+        if head.per_token:  # a distribution over the tokens: padding is no candidate
             padding = batch["attention_mask"] == 0
             student = student.masked_fill(padding, torch.finfo(student.dtype).min)
             teacher = teacher.masked_fill(padding, torch.finfo(teacher.dtype).min)

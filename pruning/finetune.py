@@ -57,7 +57,7 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
         for batch in batches:
             out = model(**model_args(model, batch))
             loss = head.loss(out, batch)
-            loss = (distill.loss(out, batch, loss) if distill else loss).mean()
+            loss = (distill.loss(head, out, batch, loss) if distill else loss).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

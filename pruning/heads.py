@@ -1,6 +1,6 @@
-"""Task heads, as data: which transformers class holds each, what its ONNX outputs are, which
-batch keys carry its training targets, and its per-sample loss (importance scoring and
-re-finetuning both use it). Where each family keeps a head's weights is the family's
+"""Task heads, as data: which transformers class holds each, what its ONNX outputs are, and
+its per-sample loss over the batch's targets (importance scoring and re-finetuning both use
+it). Where each family keeps a head's weights is the family's
 (pruning.families); how a task turns the outputs into its metric is the task's.
 """
 from __future__ import annotations
@@ -41,24 +41,23 @@ class Head:
     architecture: str  # config.architectures suffix, e.g. "ForSequenceClassification"
     auto_class: str  # the transformers Auto class that loads it
     outputs: tuple[str, ...]  # ONNX output names = the model output's attributes, in order
-    targets: tuple[str, ...]  # batch keys holding the training targets
     per_token: bool  # outputs are (batch, sequence) rather than (batch, num_labels)
     loss: Loss
     max_len: int  # default tokens per input (question answering: per window)
 
-    def output_dims(self, num_labels: int) -> list:
-        """Each output's shape after the batch axis (-1: the sequence)."""
-        return [-1] if self.per_token else [num_labels]
+    def output_dims(self, num_labels: int, sequence: int | str = -1) -> list:
+        """Each output's shape after the batch axis; `sequence` names the sequence axis."""
+        return [sequence] if self.per_token else [num_labels]
 
     def outputs_of(self, out) -> list[torch.Tensor]:
         return [getattr(out, name) for name in self.outputs]
 
 
 SEQUENCE_CLASSIFICATION = Head("text-classification", "ForSequenceClassification",
-                               "AutoModelForSequenceClassification", ("logits",), ("labels",), False,
+                               "AutoModelForSequenceClassification", ("logits",), False,
                                _classification_loss, 128)
 QUESTION_ANSWERING = Head("question-answering", "ForQuestionAnswering", "AutoModelForQuestionAnswering",
-                          ("start_logits", "end_logits"), ("start_positions", "end_positions"), True, _span_loss, 384)
+                          ("start_logits", "end_logits"), True, _span_loss, 384)
 HEADS = (SEQUENCE_CLASSIFICATION, QUESTION_ANSWERING)
 
 

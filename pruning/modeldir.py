@@ -189,6 +189,12 @@ def name_labels(config, names: tuple[str, ...] | None) -> None:
         config.label2id = {n: i for i, n in enumerate(names)}
 
 
+def check_head(model, task, where) -> None:
+    """The task's head (classification, question answering) must be the model's."""
+    if task.head is not head_named(model):
+        raise ModelError(f"{where} holds a {type(model).__name__}; {task.name} needs a *{task.head.architecture}")
+
+
 def check_labels(config, num_labels: int, task_name: str) -> None:
     """The model's head must have as many outputs as the task has labels."""
     if config.num_labels != num_labels:

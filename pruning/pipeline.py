@@ -155,9 +155,8 @@ def prune(opts: PruneOptions) -> dict:
     head = head_named(model)
     if files:  # the model says what the labels are; the files must use them
         task, splits = load_user_data(files, model.config, head)
-    elif task.head is not head:
-        raise modeldir.ModelError(f"{model_dir} holds a {type(model).__name__}; {task.name} needs a "
-                                  f"*{task.head.architecture}")
+    else:
+        modeldir.check_head(model, task, model_dir)
     note_skipped(splits.values())
     modeldir.check_labels(model.config, task.num_labels, task.name)
     modeldir.name_labels(model.config, task.label_names)

@@ -84,15 +84,24 @@ _FILES = {"squad": ("train-v1.1.json", "dev-v1.1.json", "rajpurkar/squad"),
 
 # -- reading -------------------------------------------------------------------------------
 
+def _list(value) -> list:
+    """value if it is a list, else empty: a file's structure is never trusted."""
+    return value if isinstance(value, list) else []
+
+
 def _example(qa: dict, context: str, n: int, need_answer: bool) -> tuple[QAExample | None, str]:
     """One question of a SQuAD file, or (None, why not)."""
     if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not qa["question"].strip():
         return None, f"question {n} has no question text"
-    answers = qa.get("answers") or []
-    if isinstance(answers, dict):  # the Hub's flat layout: {"text": [...], "answer_start": [...]}
-        answers = [{"text": t, "answer_start": s} for t, s in zip(answers.get("text", []), answers.get("answer_start", []))]
+    answers = qa.get("answers")
+    flat = isinstance(answers, dict) and isinstance(answers.get("text"), list) and isinstance(
+        answers.get("answer_start"), list)
+    if flat:  # the Hub's flat layout: {"text": [...], "answer_start": [...]}
+        answers = [{"text": t, "answer_start": s} for t, s in zip(answers["text"], answers["answer_start"])]
+    elif answers is not None and not isinstance(answers, list):
+        return None, f"question {n} has answers that are neither a list nor {{text: [...], answer_start: [...]}}"
     texts, starts = [], []
-    for a in answers:
+    for a in answers or []:
         if not (isinstance(a, dict) and isinstance(a.get("text"), str) and isinstance(a.get("answer_start"), int)
                 and not isinstance(a["answer_start"], bool)
                 and 0 <= a["answer_start"] and a["answer_start"] + len(a["text"]) <= len(context)):
@@ -136,10 +145,10 @@ def read_squad_json(path: Path) -> list[list[tuple[dict, str]]]:
     articles = []
     for article in data["data"]:
         records = []
-        for para in (article.get("paragraphs") if isinstance(article, dict) else None) or []:
+        for para in _list(article.get("paragraphs")) if isinstance(article, dict) else []:
             context = para.get("context") if isinstance(para, dict) else None
             if isinstance(context, str):
-                records += [(qa, context) for qa in para.get("qas") or []]
+                records += [(qa, context) for qa in _list(para.get("qas"))]
         articles.append(records)
     if not any(articles):
         raise DataError(f"{path} holds no questions")
@@ -189,9 +198,9 @@ def load_qa_rows(rows: list[dict], source: str, question: str, context: str, ans
     if rows and not all(c in rows[0] for c in (question, context, answers)):
         raise DataError(f"{source} needs the columns {question!r}, {context!r} and {answers!r} "
                         f"(--text-column, --text-pair-column, --label-column); its columns are {', '.join(rows[0])}")
-    records = [({"id": r.get("id", n), "question": r.get(question), "answers": r.get(answers),
-                 "is_impossible": not (r.get(answers) or {}).get("text")}, r.get(context) if isinstance(r.get(context), str) else "")
-               for n, r in enumerate(rows, 1)]
+    # no is_impossible here: a row without answers is an unanswerable question
+    records = [({"id": r.get("id", n), "question": r.get(question), "answers": r.get(answers)},
+                r.get(context) if isinstance(r.get(context), str) else "") for n, r in enumerate(rows, 1)]
     return _split(records, source, need_answer=False)
 
 

@@ -8,6 +8,7 @@ import torch
 
 from pruning.batching import make_batches
 from pruning.distillation import Distillation, attach_teacher
+from pruning.heads import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION
 from tests.conftest import random_batches, tiny_bert
 from tests.test_question_answering import tiny_qa
 
@@ -17,14 +18,19 @@ def test_soft_loss_is_zero_exactly_when_the_student_agrees():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
     batch = {"teacher_logits": logits.clone(), "attention_mask": torch.ones(2, 5)}
     task = torch.tensor([7.0, 7.0])
-    assert torch.allclose(d.loss(SimpleNamespace(logits=logits), batch, task), torch.zeros(2), atol=1e-6)
-    worse = d.loss(SimpleNamespace(logits=logits.flip(-1)), batch, task)
+    assert torch.allclose(d.loss(SEQUENCE_CLASSIFICATION, SimpleNamespace(logits=logits), batch, task), torch.zeros(2), atol=1e-6)
+    worse = d.loss(SEQUENCE_CLASSIFICATION, SimpleNamespace(logits=logits.flip(-1)), batch, task)
     assert (worse > 0.1).all()
-    half = Distillation(alpha=0.5).loss(SimpleNamespace(logits=logits), batch, task)
+    half = Distillation(alpha=0.5).loss(SEQUENCE_CLASSIFICATION, SimpleNamespace(logits=logits), batch, task)
     assert torch.allclose(half, task / 2, atol=1e-6)  # the task loss keeps 1 - alpha
     reg = {"teacher_logits": torch.tensor([[1.0], [2.0]]), "attention_mask": torch.ones(2, 5)}
-    assert torch.allclose(d.loss(SimpleNamespace(logits=torch.tensor([[1.5], [2.0]])), reg, task),
+    assert torch.allclose(d.loss(SEQUENCE_CLASSIFICATION, SimpleNamespace(logits=torch.tensor([[1.5], [2.0]])), reg, task),
                           torch.tensor([0.25, 0.0]))
+    # classes are never masked, even when there are as many as the batch has tokens
+    short = {"teacher_logits": logits.clone(), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])}
+    moved = logits.clone()
+    moved[0, 2] += 3.0
+    assert d.loss(SEQUENCE_CLASSIFICATION, SimpleNamespace(logits=moved), short, task)[0] > 0.1
 
 
 def test_per_token_soft_loss_ignores_padding():
@@ -32,11 +38,12 @@ def test_per_token_soft_loss_ignores_padding():
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     start, end = torch.randn(2, 5), torch.randn(2, 5)
     batch = {"teacher_start_logits": start.clone(), "teacher_end_logits": end.clone(), "attention_mask": mask}
-    base = d.loss(SimpleNamespace(start_logits=start, end_logits=end), batch, torch.zeros(2))
+    base = d.loss(QUESTION_ANSWERING, SimpleNamespace(start_logits=start, end_logits=end), batch, torch.zeros(2))
     assert torch.allclose(base, torch.zeros(2), atol=1e-6)
     moved = start.clone()
     moved[0, 3:] += 50.0  # padding of row 0 only
-    assert torch.allclose(d.loss(SimpleNamespace(start_logits=moved, end_logits=end), batch, torch.zeros(2)),
+    assert torch.allclose(d.loss(QUESTION_ANSWERING, SimpleNamespace(start_logits=moved, end_logits=end), batch,
+                                 torch.zeros(2)),
                           torch.zeros(2), atol=1e-6)
 
 

@@ -247,3 +247,30 @@ def test_squad_v2_unanswerable_questions(tok, tmp_path):
     (tmp_path / "SQuAD" / "train-v1.1.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="question 5 has no answer"):  # 1 of 7 is above 5 %: refused
         load_squad(QATask("squad", False), tmp_path)
+
+
+def test_users_qa_rows_of_any_shape_read_or_refused_in_one_line(tok, tmp_path):
+    """Flat rows with answers as SQuAD's {text, answer_start}, or as a list of answers, or
+    none (unanswerable) are read; answers of any other type, and files whose structure is not
+    SQuAD's, are a DataError (one line at the CLI), never a TypeError."""
+    from pruning.squad import load_qa_rows, read_squad_json
+    ctx = "the old baker went to the market on sunday ."
+    rows = [{"question": "who went ?", "context": ctx, "answers": {"text": ["the old baker"], "answer_start": [0]}},
+            {"question": "where ?", "context": ctx, "answers": [{"text": "the market", "answer_start": 22}]},
+            {"question": "why ?", "context": ctx, "answers": {"text": [], "answer_start": []}}]
+    split = load_qa_rows(rows, "rows", "question", "context", "answers")
+    assert [e.answers for e in split.examples] == [("the old baker",), ("the market",), ()]
+    for bad in (5, "the market", {"text": "the market", "answer_start": 22}):
+        with pytest.raises(DataError):
+            load_qa_rows([{**rows[0], "answers": bad}], "rows", "question", "context", "answers")
+    (tmp_path / "odd.json").write_text(json.dumps({"data": [{"paragraphs": 7}, {"paragraphs": [{"context": ctx,
+                                                                                              "qas": 3}]}]}))
+    with pytest.raises(DataError, match="holds no questions"):
+        read_squad_json(tmp_path / "odd.json")
+    model = tiny_qa("bert", vocab=len(tok), pad=tok.pad_token_id)
+    model.save_pretrained(tmp_path / "qa")
+    tok.save_pretrained(tmp_path / "qa")
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({**r, "answers": 5}) + "\n" for r in rows))
+    assert_refused(*call(export_cli, str(tmp_path / "qa"), "--out", str(tmp_path / "o"), "--dev-file",
+                         str(tmp_path / "dev.jsonl")), "pgb-export", "neither a list nor")
+    assert not (tmp_path / "o").exists()
