@@ -29,7 +29,7 @@ from pruning.plan import MatrixPlan, Plan
 
 from .bert_io import BERT_IO
 from .graph import FLOAT, Graph, tensor_type
-from .grouped_linear import LinearOptions, linear
+from .grouped_linear import Chunks, LinearOptions, Part, linear
 
 
 class ExportError(ValueError):
@@ -110,22 +110,26 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     if v.groups == 0 or o.groups == 0:
         const = bo + (bv @ wo if o.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, eps)
-    ident = np.arange(d)
+    ident, x = np.arange(d), [Part(x, np.arange(d))]
+
+    def project(w_, b_, mp):
+        return linear(g, x, w_, b_, mp, ident, opts)[0].name
+
     if q.groups:
-        qh = _heads(g, linear(g, x, None, wq * scale, bq * scale, q, ident, opts)[0], heads, dh, [0, 2, 1, 3])
+        qh = _heads(g, project(wq * scale, bq * scale, q), heads, dh, [0, 2, 1, 3])
     else:  # (1, H, 1, dh): the same query for every position
         qh = g.const((bq * scale).reshape(1, heads, 1, dh), "query_constant")
     if k.groups:
-        kh = _heads(g, linear(g, x, None, wk, bk, k, ident, opts)[0], heads, dh, [0, 2, 3, 1])
+        kh = _heads(g, project(wk, bk, k), heads, dh, [0, 2, 3, 1])
     else:  # (1, H, dh, 1)
         kh = g.const(bk.reshape(1, heads, dh, 1), "key_constant")
-    vh = _heads(g, linear(g, x, None, wv, bv, v, ident, opts)[0], heads, dh, [0, 2, 1, 3])
+    vh = _heads(g, project(wv, bv, v), heads, dh, [0, 2, 1, 3])
     scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
     probs = g.op("Softmax", [scores], "Softmax", axis=-1)
     ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
     ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
-    out, _ = linear(g, ctx, None, wo, bo, o, ident, opts)
-    return _layer_norm(g, g.op("Add", [out, x], "Add"), w, ln, eps)
+    out = linear(g, [Part(ctx, ident)], wo, bo, o, ident, opts)[0].name
+    return _layer_norm(g, g.op("Add", [out, x[0].name], "Add"), w, ln, eps)
 
 
 def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
@@ -135,15 +139,20 @@ def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     if f1.groups == 0 or f2.groups == 0:
         const = b2 + (_gelu(b1) @ w2 if f2.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, eps)
-    # FFN2 grouped: FFN1 delivers its output straight in FFN2's row order (GELU is
-    # elementwise); FFN2 dense: FFN1 keeps its natural order and FFN2's rows absorb it.
-    want = np.asarray(f2.row_perm) if f2.groups > 1 else None
-    h, h_order = linear(g, x, None, w1, b1, f1, want, opts)
+    # FFN2 grouped: FFN1 delivers its output in FFN2's row chunks (GELU is elementwise): a
+    # dense FFN1 as one tensor in that order, a grouped one as its blocks' outputs, regrouped
+    # by `exchange`; FFN2 dense: FFN1 keeps its natural order and FFN2's rows absorb it.
+    want = Chunks(np.asarray(f2.row_perm).reshape(f2.groups, -1)) if f2.groups > 1 else None
+    h = [Part(_gelu_op(g, p.name), p.order) for p in linear(g, [Part(x, np.arange(cfg.hidden_size))], w1, b1, f1, want, opts)]
+    y = linear(g, h, w2, b2, f2, np.arange(cfg.hidden_size), opts)[0].name
+    return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, eps)
+
+
+def _gelu_op(g: Graph, h: str) -> str:
+    """erf GELU, in the pattern ONNX Runtime fuses (with the bias Add before it: BiasGelu)."""
     h = g.op("Mul", [h, g.op("Add", [g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0)), "sqrt2")], "Div")], "Erf"),
                                      g.const(np.array(1.0), "one")], "Add")], "Mul")
-    h = g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
-    y, _ = linear(g, h, h_order, w2, b2, f2, np.arange(cfg.hidden_size), opts)
-    return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, eps)
+    return g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
 
 
 def _embeddings(g: Graph, w: _Weights, f: Family, prefix: str, cfg, mask_f: str) -> str:

@@ -8,6 +8,11 @@ each input chunk i to hold the rows of block i (in any order inside the chunk) a
 the columns of block i in chunk i (in any order inside the chunk); only when the order at
 hand or the order wanted does not match chunk by chunk is a permutation of the activation
 emitted, and then exactly one, with the two index maps composed.
+
+Between two grouped linears (FFN1 -> GELU -> FFN2) no whole-activation permutation is
+needed: the activation travels as parts (one tensor per block, `Part`), the producer orders
+each block's columns by the consumer chunk they are bound for (`Chunks`), and `exchange`
+regroups them with contiguous Split and Concat copies, at most G_1 x G_2 pieces.
 """
 from __future__ import annotations
 
@@ -72,9 +77,81 @@ def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
     return g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
 
 
+@dataclass(frozen=True)
+class Part:
+    """One tensor of an activation split along its last axis, with the original feature
+    index at each of its positions."""
+
+    name: str
+    order: np.ndarray
+    scale: str | None = None  # int8: name is uint8 data quantized with this scale and zero point
+    zero: str | None = None
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """What a grouped consumer reads: part i must hold exactly the features in sets[i], in
+    any order. Asked of a producer instead of one exact order, it lets the producer hand its
+    blocks' outputs over in pieces (`exchange`) rather than permute the whole activation."""
+
+    sets: np.ndarray  # (G, features / G)
+
+
+# An exchange copies contiguous runs (Split + Concat); a run this long or longer per piece on
+# average beats the whole-activation permutation (BENCHMARKS.md, "Fewer permutations").
+MIN_RUN = 8
+
+
+def _runs(parts: list[Part], sets: np.ndarray) -> int:
+    """How many contiguous pieces `exchange` would cut `parts` into for `sets`."""
+    dest = _destinations(sets)
+    return sum(1 + int(np.count_nonzero(np.diff(dest[p.order]))) for p in parts)
+
+
+def _destinations(sets: np.ndarray) -> np.ndarray:
+    dest = np.empty(sets.size, dtype=np.int64)
+    for j, s in enumerate(sets):
+        dest[s] = j
+    return dest
+
+
+def exchange(g: Graph, parts: list[Part], sets: np.ndarray) -> list[Part]:
+    """The same activation as one part per set: each part cut into its runs of features
+    bound for the same set, each set's runs concatenated in the parts' order. Exact for any
+    parts; cheap when runs are long, which a producer that orders each block's columns by
+    destination guarantees (at most G_in x G_out pieces)."""
+    dest = _destinations(sets)
+    pieces: list[list[tuple[str, np.ndarray]]] = [[] for _ in sets]
+    for p in parts:
+        d = dest[p.order]
+        bounds = [0, *(np.flatnonzero(np.diff(d)) + 1).tolist(), len(d)]
+        names = [p.name] if len(bounds) == 2 else g.op_multi(
+            "Split", [p.name, g.const(np.diff(bounds).astype(np.int64), "split")], len(bounds) - 1,
+            "ExchangeSplit", axis=-1)
+        for name, a, z in zip(names, bounds, bounds[1:]):
+            pieces[d[a]].append((name, p.order[a:z]))
+    out = []
+    for runs in pieces:
+        names, orders = zip(*runs)
+        name = names[0] if len(names) == 1 else g.op("Concat", list(names), "ExchangeConcat", axis=-1)
+        out.append(Part(name, np.concatenate(orders)))
+    return out
+
+
+def joined(g: Graph, parts: list[Part]) -> Part:
+    """The activation as one tensor."""
+    if len(parts) == 1:
+        return parts[0]
+    return Part(g.op("Concat", [p.name for p in parts], "Concat", axis=-1), np.concatenate([p.order for p in parts]))
+
+
 def _chunk_aligned(order: np.ndarray, chunks: np.ndarray) -> bool:
     size = chunks.shape[1]
     return all(set(order[i * size:(i + 1) * size].tolist()) == set(c.tolist()) for i, c in enumerate(chunks))
+
+
+def _parts_aligned(parts: list[Part], chunks: np.ndarray) -> bool:
+    return len(parts) == len(chunks) and all(set(p.order.tolist()) == set(c.tolist()) for p, c in zip(parts, chunks))
 
 
 def _stack_blocks(w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -82,22 +159,43 @@ def _stack_blocks(w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return np.stack([w[r][:, c] for r, c in zip(rows, cols)])
 
 
-def _grouped_matmul(g: Graph, x: str, blocks: np.ndarray, form: str, zero_point: str | None = None) -> str:
-    """x times the block-diagonal weight; with zero_point, x is uint8 and blocks int8
-    (MatMulInteger, int32 out)."""
+def _aligned(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOptions) -> list[Part]:
+    """The input chunk-aligned with the blocks' rows: as given, exchanged when its parts'
+    runs are long enough, else one tensor, permuted if it is not aligned already."""
+    if _parts_aligned(x, rchunks):
+        return x
+    if len(x) > 1 and rchunks.size / _runs(x, rchunks) >= MIN_RUN:
+        return exchange(g, x, rchunks)
+    whole = _quantize(g, joined(g, x)) if opts.int8 else joined(g, x)
+    if _chunk_aligned(whole.order, rchunks):
+        return [whole]
+    order = rchunks.reshape(-1)
+    return [Part(permute_last(g, whole.name, np.argsort(whole.order)[order], opts.permute_form), order,
+                 whole.scale, whole.zero)]
+
+
+def _block_inputs(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOptions) -> list[Part]:
+    """One input part per block, holding exactly that block's rows."""
+    parts = _aligned(g, x, rchunks, opts)
+    if len(parts) == len(rchunks):
+        return parts
+    (whole,), (groups, size) = parts, rchunks.shape
+    names = g.op_multi("Split", [whole.name, g.const(np.full(groups, size, np.int64), "split")], groups,
+                       "Split", axis=-1)
+    return [Part(n, whole.order[i * size:(i + 1) * size], whole.scale, whole.zero) for i, n in enumerate(names)]
+
+
+def _batched_matmul(g: Graph, x: str, blocks: np.ndarray, zero_point: str | None = None) -> str:
+    """x (chunk-aligned) times the block-diagonal weight as one MatMul on [G, M/G, N/G];
+    with zero_point, x is uint8 and blocks int8 (MatMulInteger, int32 out)."""
     groups, br, bc = blocks.shape
     op = "MatMul" if zero_point is None else "MatMulInteger"
     extra = [] if zero_point is None else [zero_point]
-    if form == "batched":
-        t = g.op("Reshape", [x, g.const(np.array([0, 0, groups, br], np.int64), "shape")], "Reshape")
-        t = g.op("Transpose", [t], "Transpose", perm=[2, 0, 1, 3])  # (G, B, S, M/G)
-        t = g.op(op, [t, g.const(blocks[:, None], "blocks"), *extra], op)  # (G, B, S, N/G)
-        t = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0, 3])
-        return g.op("Reshape", [t, g.const(np.array([0, 0, groups * bc], np.int64), "shape")], "Reshape")
-    split = g.const(np.full(groups, br, np.int64), "split")
-    parts = g.op_multi("Split", [x, split], groups, "Split", axis=-1)
-    outs = [g.op(op, [p, g.const(blocks[i], "block"), *extra], op) for i, p in enumerate(parts)]
-    return g.op("Concat", outs, "Concat", axis=-1)
+    t = g.op("Reshape", [x, g.const(np.array([0, 0, groups, br], np.int64), "shape")], "Reshape")
+    t = g.op("Transpose", [t], "Transpose", perm=[2, 0, 1, 3])  # (G, B, S, M/G)
+    t = g.op(op, [t, g.const(blocks[:, None], "blocks"), *extra], op)  # (G, B, S, N/G)
+    t = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0, 3])
+    return g.op("Reshape", [t, g.const(np.array([0, 0, groups * bc], np.int64), "shape")], "Reshape")
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,43 +223,75 @@ def _dequantized(g: Graph, y: str, x_scale: str, w_scale: np.ndarray, b: np.ndar
     return g.op("Add", [y, g.const(b, "bias")], "Add")
 
 
-def linear(g: Graph, x: str, x_order: np.ndarray | None, w: np.ndarray, b: np.ndarray,
-           mp: MatrixPlan, want: np.ndarray | None, opts: LinearOptions) -> tuple[str, np.ndarray]:
-    """Emit y = x W* + b. w is the (M, N) pruned weight in original order; want is the
-    output order the consumer needs (None: any). Returns (output, its order)."""
-    m, n = w.shape
-    x_order = np.arange(m) if x_order is None else np.asarray(x_order)
-    scale = zero = None
-    if opts.int8:
-        x, scale, zero = _quantized(g, x)
+def _quantize(g: Graph, p: Part) -> Part:
+    if p.scale is not None:
+        return p
+    xq, scale, zero = _quantized(g, p.name)
+    return Part(xq, p.order, scale, zero)
+
+
+def _product(g: Graph, x: Part, w: np.ndarray, b: np.ndarray, opts: LinearOptions, block: str) -> str:
+    """x times w (rows in x's order) plus b: MatMul and Add, or with int8 MatMulInteger on
+    the quantized x and the dequantizing Mul."""
+    if not opts.int8:
+        return g.op("Add", [g.op("MatMul", [x.name, g.const(w, block)], "MatMul"), g.const(b, "bias")], "Add")
+    x = _quantize(g, x)
+    wq, ws = quantize_weight(w)
+    return _dequantized(g, g.op("MatMulInteger", [x.name, g.const(wq, block), x.zero], "MatMulInteger"),
+                        x.scale, ws, b)
+
+
+def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan,
+           want: np.ndarray | Chunks | None, opts: LinearOptions) -> list[Part]:
+    """Emit y = x W* + b. w is the (M, N) pruned weight in original order; x the input as
+    parts; want what the consumer needs: an exact output order, the Chunks of a grouped
+    consumer, or None (any order). Returns the output as parts: one, or, for Chunks asked of
+    a grouped linear, one per block with its columns ordered by destination chunk.
+
+    With int8 a one-tensor input is quantized before it is permuted or split (so once,
+    however many linears read it, and its copies move uint8); parts are quantized each."""
+    n = w.shape[1]
+    if opts.int8 and len(x) == 1:
+        x = [_quantize(g, x[0])]
     if mp.groups == 1:
-        out = np.arange(n) if want is None else np.asarray(want)
-        if opts.int8:
-            wq, ws = quantize_weight(w[x_order][:, out])
-            return _dequantized(g, g.op("MatMulInteger", [x, g.const(wq, "weight"), zero], "MatMulInteger"),
-                                scale, ws, b[out]), out
-        y = g.op("MatMul", [x, g.const(w[x_order][:, out], "weight")], "MatMul")
-        return g.op("Add", [y, g.const(b[out], "bias")], "Add"), out
+        whole = joined(g, x)
+        out = (np.arange(n) if want is None else want.sets.reshape(-1) if isinstance(want, Chunks)
+               else np.asarray(want))
+        return [Part(_product(g, whole, w[whole.order][:, out], b[out], opts, "weight"), out)]
     if opts.plugin:
-        return _plugin_linear(g, x, x_order, w, b, mp, want)
+        whole = joined(g, x)
+        return [Part(*_plugin_linear(g, whole.name, whole.order, w, b, mp, None if isinstance(want, Chunks) else want))]
     groups = mp.groups
     rchunks = np.asarray(mp.row_perm).reshape(groups, -1)
     cchunks = np.asarray(mp.col_perm).reshape(groups, -1)
-    if _chunk_aligned(x_order, rchunks):
-        rows = x_order.reshape(groups, -1)
+    exact = want is not None and not isinstance(want, Chunks)
+    aligned_out = exact and _chunk_aligned(np.asarray(want), cchunks)
+    if aligned_out:
+        cols = np.asarray(want).reshape(groups, -1)
+    elif isinstance(want, Chunks):  # runs of features bound for the same consumer chunk
+        dest = _destinations(want.sets)
+        cols = np.stack([c[np.argsort(dest[c], kind="stable")] for c in cchunks])
     else:
-        rows = rchunks
-        x = permute_last(g, x, np.argsort(x_order)[rchunks.reshape(-1)], opts.permute_form)
-    aligned_out = want is not None and _chunk_aligned(np.asarray(want), cchunks)
-    cols = np.asarray(want).reshape(groups, -1) if aligned_out else cchunks
+        cols = cchunks
     natural = cols.reshape(-1)
-    if opts.int8:
-        wq, ws = quantize_weight(w[:, natural])  # per output channel, in the output's order
-        bq = np.stack([wq[r][:, i * cols.shape[1]:(i + 1) * cols.shape[1]] for i, r in enumerate(rows)])
-        y = _dequantized(g, _grouped_matmul(g, x, bq, opts.grouped_form, zero), scale, ws, b[natural])
+    if opts.grouped_form == "batched":
+        whole = joined(g, _aligned(g, x, rchunks, opts))
+        rows = whole.order.reshape(groups, -1)
+        if opts.int8:
+            whole = _quantize(g, whole)
+            wq, ws = quantize_weight(w[:, natural])  # per output channel, in the output's order
+            bq = np.stack([wq[r][:, i * cols.shape[1]:(i + 1) * cols.shape[1]] for i, r in enumerate(rows)])
+            y = _dequantized(g, _batched_matmul(g, whole.name, bq, whole.zero), whole.scale, ws, b[natural])
+        else:
+            y = g.op("Add", [_batched_matmul(g, whole.name, _stack_blocks(w, rows, cols)),
+                             g.const(b[natural], "bias")], "Add")
+        parts = [Part(y, natural)]
     else:
-        y = _grouped_matmul(g, x, _stack_blocks(w, rows, cols), opts.grouped_form)
-        y = g.op("Add", [y, g.const(b[natural], "bias")], "Add")
+        parts = [Part(_product(g, p, w[p.order][:, c], b[c], opts, "block"), c)
+                 for p, c in zip(_block_inputs(g, x, rchunks, opts), cols)]
+    if isinstance(want, Chunks):
+        return parts
+    y = joined(g, parts)
     if want is None or aligned_out:
-        return y, natural
-    return permute_last(g, y, np.argsort(natural)[np.asarray(want)], opts.permute_form), np.asarray(want)
+        return [y]
+    return [Part(permute_last(g, y.name, np.argsort(y.order)[np.asarray(want)], opts.permute_form), np.asarray(want))]

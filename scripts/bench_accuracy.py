@@ -20,7 +20,8 @@ from pruning import modeldir
 from pruning.batching import encode, evaluate, make_batches
 from pruning.pipeline import recover
 from pruning.tasks import fixture_task, glue_dir, load_split
-from pruning import ablations, bert, cost, importance
+from pruning import ablations, bert, budget, cost, importance
+from pruning.distillation import Distillation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,11 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-samples", type=int, default=2000)
-    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--lrs", nargs="+", type=float, default=[3e-5], help="re-finetuning learning rates: one run each")
+    p.add_argument("--allocations", nargs="+", choices=budget.ALLOCATIONS, default=["floor"],
+                   help="PGB budget allocations: one run each (ablations use the first)")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
+    p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--out", default="bench/accuracy.jsonl")
     args = p.parse_args()
@@ -57,20 +62,26 @@ def main() -> None:
         scores = importance.score(model, samples, progress=False)
         score_s = time.perf_counter() - t
         refs = bert.matrices(model)
-        runs = [(t, "none") for t in args.targets] + [(args.ablation_target, a) for a in args.ablations]
-        for target, ablation in runs:
+        runs = [(t, "none", a, lr) for t in args.targets for a in args.allocations for lr in args.lrs]
+        runs += [(args.ablation_target, a, args.allocations[0], lr) for a in args.ablations for lr in args.lrs]
+        distill = Distillation(args.distill, args.temperature) if args.distill else None
+        for target, ablation, allocation, lr in runs:
             model, _ = modeldir.load(path)
             t = time.perf_counter()
-            plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model))
+            plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model),
+                                               allocation=allocation)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
-                                 epochs=args.finetune_epochs, lr=args.lr, batch_size=32, seed=0,
-                                 progress=False)
+                                 epochs=args.finetune_epochs, lr=lr, batch_size=32, seed=0,
+                                 progress=False, distill=distill)
             row = {"fixture": fixture, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation,
+                   "target": target, "ablation": ablation, "allocation": allocation, "lr": lr,
+                   "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
+                   "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
                    "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],
-                   "final": metrics["final"][task.main_metric],
-                   "ffn_layers_dropped": pgb.meta["ffn_layers_dropped"],
+                   "final": metrics["final"][task.main_metric], "final_all": metrics["final"],
+                   "ffn_layers_dropped": pgb.meta.get("ffn_layers_dropped"),
+                   "groups": [mp.groups for mp in pgb.matrices],
                    "samples": args.samples, "finetune_epochs": args.finetune_epochs,
                    "finetune_samples": args.finetune_samples, "score_seconds": round(score_s, 1),
                    "run_seconds": round(time.perf_counter() - t, 1),
