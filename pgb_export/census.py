@@ -19,6 +19,9 @@ def census(model: onnx.ModelProto) -> dict:
     # feeds a MatMul but is a bias
     weights = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer
                if t.name.split("/")[-1].split("_")[0] in ("weight", "block", "blocks")}
+    for node in model.graph.node:  # QDQ graphs: a MatMul reads its int8 weight through DequantizeLinear
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
     layers: dict[str, dict[str, int]] = {}
     for node in model.graph.node:
         scope = node.name.split("/")[0]

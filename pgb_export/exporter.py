@@ -31,7 +31,7 @@ from pruning.squad import QAExample, QATask, windows
 from pruning.tasks import get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
-from . import trt_compat, trt_engine
+from . import calibration, trt_compat, trt_engine
 from .bert_graph import build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
@@ -57,6 +57,10 @@ DEFAULT_QA = QATask("question-answering", allow_no_answer=False)
 DEPENDENT = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
              "triton": {"triton_backend": "onnxruntime"}}
 
+# Rows the QDQ graph's activation ranges are calibrated on: the dev set's first rows, or the
+# output-check texts without one (only one number per activation is fitted).
+CALIBRATION_ROWS = 256
+
 
 class OptionsError(ValueError):
     """Options that conflict, or one that would be silently ignored."""
@@ -73,7 +77,7 @@ class ExportOptions:
     triton: bool = False
     triton_backend: str | None = None  # onnxruntime (default with triton) or python
     trt: bool = False
-    precision: str | None = None  # engine precision, fp16 (default with trt) or fp32
+    precision: str | None = None  # engine precision, fp16 (default with trt), fp32 or int8 (QDQ graph)
     max_seq: int | None = None  # engine profile (default 128 with trt)
     opt_seq: int | None = None
     timing_cache: str | None = None
@@ -101,8 +105,14 @@ class ExportOptions:
         opts = dataclasses.replace(self, **filled)
         if opts.int8:
             clash = next((f for f in ("fp16", "plugin", "trt") if getattr(opts, f)), None)
+            if clash == "trt":
+                raise OptionsError("--int8 is dynamic int8 for ONNX Runtime; for an INT8 TensorRT engine use "
+                                   "--trt --precision int8")
             if clash:
                 raise OptionsError(f"--int8 is dynamic int8 for ONNX Runtime; it does not combine with --{clash}")
+        if opts.trt and opts.precision == "int8" and (opts.plugin or opts.fp16):
+            raise OptionsError(f"--precision int8 builds the engine from the QDQ graph; it does not combine with "
+                               f"--{'plugin' if opts.plugin else 'fp16'}")
         if opts.task and opts.data_files:
             raise OptionsError("--task reads GLUE or SQuAD data; --dev-file is for your own: give one or the other")
         if opts.trt and opts.opt_seq is not None and opts.opt_seq > opts.max_seq:
@@ -195,6 +205,7 @@ def failures(report: dict) -> list[str]:
     """Every failure the checks in `report` recorded, each named by its check."""
     out = list(report["parity"]["failures"])
     out += report.get("accuracy", {}).get("failures", [])
+    out += [f"QDQ graph: {f}" for f in report.get("qdq", {}).get("failures", [])]
     out += [f"plugin graph: {f}" for f in report.get("plugin_graph", {}).get("failures", [])]
     trt = report.get("tensorrt", {})
     out += [f"TensorRT: {f}" for f in trt.get("parity", {}).get("failures", []) + trt.get("accuracy", {}).get("failures", [])]
@@ -227,7 +238,8 @@ def export(opts: ExportOptions) -> dict:
     atol, metric_tol = BERT_IO.tolerances(precision)
     onnx.checker.check_model(graph, full_check=True)
     # the int8 graph is ONNX Runtime's (dynamic quantization); TensorRT takes QDQ graphs instead
-    compat = ({"ok": None, "skipped": "the --int8 graph is for ONNX Runtime; TensorRT INT8 takes QDQ graphs"}
+    compat = ({"ok": None, "skipped": "the --int8 graph is for ONNX Runtime; TensorRT INT8 engines take "
+                                      "onnx/model.qdq.onnx (checked in report.json qdq)"}
               if opts.int8 else trt_compat.check(graph).to_json())
     counts = census(graph)
     refs = bert.matrices(model)
@@ -257,12 +269,17 @@ def export(opts: ExportOptions) -> dict:
         dev_set = DevSet(task, batches, predict(model, batches, progress=opts.progress), family(model).inputs)
         report["accuracy"] = dev_set.compare("onnx", runner(sess), metric_tol)
     extra_files = {}
+    qdq = None
+    if opts.int8 or (opts.trt and opts.precision == "int8"):
+        rows = _calibration_batches(model, tok, texts, dev_set, max_len)
+        qdq, report["qdq"] = check_qdq_graph(model, plan, opts, tok, texts, rows, dev_set, live_kept)
+        extra_files["onnx/model.qdq.onnx"] = qdq.SerializeToString()
     if opts.plugin:
         plugin_graph = _graph(model, plan, opts, plugin=True, fp16=opts.fp16)
         report["plugin_graph"] = check_plugin_graph(plugin_graph, model, tok, texts, atol, live_kept)
         extra_files["onnx/model.plugin.onnx"] = plugin_graph.SerializeToString()
     if opts.trt:
-        engine, report["tensorrt"] = build_and_check_engine(opts, model, plan, tok, texts, dev_set)
+        engine, report["tensorrt"] = build_and_check_engine(opts, model, plan, tok, texts, dev_set, qdq)
         extra_files["trt/model.plan"] = engine
         extra_files["trt/build.json"] = json.dumps(report["tensorrt"]["build"], indent=1).encode()
     problems = failures(report)
@@ -335,11 +352,56 @@ def serving_example(model, tok, run, dev, max_len: int, name: str, qa: QATask = 
             "expected": expected}
 
 
-def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool) -> onnx.ModelProto:
-    graph = build(model, plan, LinearOptions(opts.grouped_form, opts.permute_form, plugin=plugin, int8=opts.int8),
-                  np.float16 if fp16 else np.float32)
+def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
+           qdq: dict[str, float] | None = None) -> onnx.ModelProto:
+    form = "split" if qdq is not None else opts.grouped_form  # per-block weight scales: one MatMul per block
+    linear = LinearOptions(form, opts.permute_form, plugin=plugin, int8=opts.int8 and qdq is None, qdq=qdq)
+    graph = build(model, plan, linear, np.float16 if fp16 else np.float32)
     graph.opset_import[0].version = opts.opset
     return graph
+
+
+def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_len: int) -> list[dict]:
+    """The first CALIBRATION_ROWS dev rows as batched for the dev metric, else the texts."""
+    if dev_set:
+        out, rows = [], 0
+        for b in dev_set.batches:
+            if rows >= CALIBRATION_ROWS:
+                break
+            out.append(b)
+            rows += len(b["input_ids"])
+        return out
+    a, b = zip(*texts) if isinstance(texts[0], tuple) else (texts, None)
+    enc = tok(list(a), list(b) if b else None, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    return [{k: enc[k] for k in family(model).inputs if k in enc}]
+
+
+def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: list[dict], dev_set: DevSet | None,
+                    live_kept: int) -> tuple[onnx.ModelProto, dict]:
+    """The explicit-INT8 (QDQ) graph TensorRT builds INT8 engines from, calibrated on `rows`,
+    checked where TensorRT is not needed: ONNX's checker, TensorRT's parser table, the
+    census, and its outputs and dev metric through ONNX Runtime against PyTorch fp32."""
+    ranges = calibration.input_ranges(model, rows)
+    graph = _graph(model, plan, opts, plugin=False, fp16=False, qdq=ranges)
+    onnx.checker.check_model(graph, full_check=True)
+    compat = trt_compat.check(graph)
+    counts = census(graph)
+    check_against_plan(counts, live_kept)
+    sess = session(graph.SerializeToString())
+    atol, tol = BERT_IO.tolerances("int8")
+    parity = check_outputs(sess, model, tok, texts, atol)
+    out = {"file": "onnx/model.qdq.onnx",
+           "purpose": "explicit INT8 for TensorRT engines (--trt --precision int8); run here by ONNX Runtime only",
+           "calibration": {"rows": sum(len(b["input_ids"]) for b in rows),
+                           "source": "dev set, first rows" if dev_set else "the output-check texts",
+                           "method": "max |input| per linear, symmetric int8 per tensor; weights per output channel",
+                           "ranges": ranges},
+           "census": counts, "tensorrt_compat": compat.to_json(), "parity": parity.to_json()}
+    if dev_set:
+        out["accuracy"] = dev_set.compare("onnx_qdq", runner(sess), tol)
+    out["failures"] = (parity.failures + out.get("accuracy", {}).get("failures", [])
+                       + [f"TensorRT parser: {p}" for p in compat.problems])
+    return graph, out
 
 
 def check_plugin_graph(graph, model, tok, texts, atol, live_kept: int) -> dict:
@@ -380,10 +442,12 @@ def _prove_plugin_kernels(graph: onnx.ModelProto) -> dict:
     return {"checked": True, "kernels": prove_in_child(sorted(specs, key=str))}
 
 
-def build_and_check_engine(opts: ExportOptions, model, plan, tok, texts, dev_set: DevSet | None) -> tuple[bytes, dict]:
-    """The TensorRT engine (polygraphy), and its outputs and dev metric against PyTorch."""
+def build_and_check_engine(opts: ExportOptions, model, plan, tok, texts, dev_set: DevSet | None,
+                           qdq: onnx.ModelProto | None = None) -> tuple[bytes, dict]:
+    """The TensorRT engine (polygraphy), and its outputs and dev metric against PyTorch; an
+    int8 engine is built from the QDQ graph."""
     fp16 = opts.precision == "fp16"
-    graph = _graph(model, plan, opts, plugin=opts.plugin, fp16=fp16)
+    graph = qdq if opts.precision == "int8" else _graph(model, plan, opts, plugin=opts.plugin, fp16=fp16)
     opt_seq = opts.opt_seq or (int(np.percentile(dev_set.lengths(), 95)) if dev_set else 64)
     spec = trt_engine.EngineSpec(opts.precision, opts.max_batch, opts.max_seq, max(1, opts.max_batch // 2),
                                  min(opt_seq, opts.max_seq))

@@ -16,6 +16,7 @@ regroups them with contiguous Split and Concat copies, at most G_1 x G_2 pieces.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,12 @@ class LinearOptions:
     # (DynamicQuantizeLinear: uint8, per tensor), weights symmetric per-output-channel int8
     # stored for the kept blocks only, MatMulInteger per block, one dequantizing Mul.
     int8: bool = False
+    # Explicit INT8 for TensorRT (QDQ): matrix name -> the largest |input| calibration saw.
+    # Each MatMul reads its input through QuantizeLinear -> DequantizeLinear (symmetric int8,
+    # per tensor, scale amax / 127) and its weight through DequantizeLinear (int8, symmetric
+    # per output channel); everything else stays float. Standard ONNX, run as is by ONNX
+    # Runtime for the parity check.
+    qdq: Mapping[str, float] | None = None
 
 
 PLUGIN_DOMAIN = "pgb"
@@ -230,9 +237,26 @@ def _quantize(g: Graph, p: Part) -> Part:
     return Part(xq, p.order, scale, zero)
 
 
-def _product(g: Graph, x: Part, w: np.ndarray, b: np.ndarray, opts: LinearOptions, block: str) -> str:
-    """x times w (rows in x's order) plus b: MatMul and Add, or with int8 MatMulInteger on
-    the quantized x and the dequantizing Mul."""
+def _fake_quantized(g: Graph, x: str, amax: float) -> str:
+    """x through QuantizeLinear and DequantizeLinear: symmetric int8, zero point 0 (the only
+    one TensorRT takes)."""
+    scale = g.const(np.array(max(amax, 1e-12) / 127.0), "act_scale", np.float32)
+    zero = g.const(np.array(0, np.int8), "act_zero")
+    return g.op("DequantizeLinear", [g.op("QuantizeLinear", [x, scale, zero], "QuantizeLinear"), scale, zero],
+                "DequantizeLinear")
+
+
+def _product(g: Graph, x: Part, w: np.ndarray, b: np.ndarray, opts: LinearOptions, block: str,
+             amax: float | None = None) -> str:
+    """x times w (rows in x's order) plus b: MatMul and Add; with int8 MatMulInteger on the
+    quantized x and the dequantizing Mul; with QDQ (amax: x's calibrated range) a MatMul of
+    fake-quantized input and weight."""
+    if opts.qdq is not None:
+        wq, ws = quantize_weight(w)
+        wd = g.op("DequantizeLinear", [g.const(wq, block), g.const(ws, "weight_scale", np.float32),
+                                       g.const(np.zeros(len(ws), np.int8), "weight_zero")], "DequantizeLinear", axis=1)
+        y = g.op("MatMul", [_fake_quantized(g, x.name, amax), wd], "MatMul")
+        return g.op("Add", [y, g.const(b, "bias")], "Add")
     if not opts.int8:
         return g.op("Add", [g.op("MatMul", [x.name, g.const(w, block)], "MatMul"), g.const(b, "bias")], "Add")
     x = _quantize(g, x)
@@ -251,13 +275,14 @@ def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan
     With int8 a one-tensor input is quantized before it is permuted or split (so once,
     however many linears read it, and its copies move uint8); parts are quantized each."""
     n = w.shape[1]
+    amax = None if opts.qdq is None else opts.qdq[mp.name]
     if opts.int8 and len(x) == 1:
         x = [_quantize(g, x[0])]
     if mp.groups == 1:
         whole = joined(g, x)
         out = (np.arange(n) if want is None else want.sets.reshape(-1) if isinstance(want, Chunks)
                else np.asarray(want))
-        return [Part(_product(g, whole, w[whole.order][:, out], b[out], opts, "weight"), out)]
+        return [Part(_product(g, whole, w[whole.order][:, out], b[out], opts, "weight", amax), out)]
     if opts.plugin:
         whole = joined(g, x)
         return [Part(*_plugin_linear(g, whole.name, whole.order, w, b, mp, None if isinstance(want, Chunks) else want))]
@@ -274,7 +299,7 @@ def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan
     else:
         cols = cchunks
     natural = cols.reshape(-1)
-    if opts.grouped_form == "batched":
+    if opts.grouped_form == "batched" and opts.qdq is None:  # per-block weight scales need the split form
         whole = joined(g, _aligned(g, x, rchunks, opts))
         rows = whole.order.reshape(groups, -1)
         if opts.int8:
@@ -287,7 +312,7 @@ def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan
                              g.const(b[natural], "bias")], "Add")
         parts = [Part(y, natural)]
     else:
-        parts = [Part(_product(g, p, w[p.order][:, c], b[c], opts, "block"), c)
+        parts = [Part(_product(g, p, w[p.order][:, c], b[c], opts, "block", amax), c)
                  for p, c in zip(_block_inputs(g, x, rchunks, opts), cols)]
     if isinstance(want, Chunks):
         return parts

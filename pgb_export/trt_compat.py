@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto
 
 TABLE = json.loads((Path(__file__).parent / "data" / "trt_onnx_ops.json").read_text())
@@ -28,6 +29,12 @@ INT64_ARITHMETIC = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Pow", "Mod"}
 # Inputs that are parameters, not data: the table's types are the data's, and the parser
 # needs these as initializers (its restriction column).
 PARAMETER_INPUTS = {"CumSum": (1, "axis"), "Unsqueeze": (1, "axes"), "Squeeze": (1, "axes")}
+ZERO_POINT_ZERO = {"QuantizeLinear", "DequantizeLinear"}  # the table's restriction for both
+
+
+def _all_zero(model: onnx.ModelProto, name: str) -> bool:
+    init = next((i for i in model.graph.initializer if i.name == name), None)
+    return init is not None and not onnx.numpy_helper.to_array(init).any()
 
 
 @dataclass
@@ -77,6 +84,10 @@ def check(model: onnx.ModelProto, plugin_domain: str | None = None) -> CompatRep
             continue
         param, param_name = PARAMETER_INPUTS.get(node.op_type, (None, None))
         data = [n for i, n in enumerate(node.input) if i != param] + list(node.output)
+        if spec.get("checked") == "first input":  # Q/DQ: the other side is the quantized type by definition
+            data = node.input[:1]
+        if node.op_type in ZERO_POINT_ZERO and len(node.input) > 2 and not _all_zero(inferred, node.input[2]):
+            report.problems.append(f"{node.name}: {node.op_type} zero point must be a constant 0")
         for name in [n for n in data if n]:
             kind = TYPE_NAMES.get(types.get(name), str(types.get(name)))
             if name in types and kind not in spec["types"]:

@@ -36,7 +36,7 @@ class EngineBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineSpec:
-    precision: str  # "fp16" | "fp32"
+    precision: str  # "fp16" | "fp32" | "int8" (from the QDQ graph: int8 exactly where its Q/DQ nodes say)
     max_batch: int
     max_seq: int
     opt_batch: int

@@ -17,7 +17,7 @@ from pgb_export.census import census
 from pgb_export.grouped_linear import LinearOptions, quantize_weight
 from pruning import bert, cost, repermute
 from tests.test_export_graph import CASES, plan_with
-from tests.test_families import FAMILIES, tiny, worst_logit_diff
+from tests.test_families import FAMILIES, batches, tiny, worst_logit_diff
 from tests.test_reliability import assert_refused, call
 
 
@@ -84,6 +84,63 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
     assert report["graph"]["precision"] == "int8"
     assert report["parity"]["ok"] and report["parity"]["atol"] == BERT_IO.atol_int8
     assert report["accuracy"]["tolerance_points"] == 1.0 and report["accuracy"]["difference_points"] <= 1.0
-    for flag in ("--fp16", "--plugin", "--trt"):
+    qdq = report["qdq"]  # the explicit-INT8 graph for TensorRT, checked through ONNX Runtime
+    assert (tmp_path / "deploy" / qdq["file"]).is_file() and qdq["failures"] == []
+    assert qdq["calibration"]["rows"] == 40 and qdq["tensorrt_compat"]["ok"]
+    assert 0 < qdq["parity"]["max_abs_diff"] <= BERT_IO.atol_int8
+    assert qdq["accuracy"]["difference_points"] <= 1.0
+    assert qdq["census"]["encoder_weight_params"] == report["params"]["live"]
+    for flag in ("--fp16", "--plugin"):
         assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--int8", flag),
                        "pgb-export", f"does not combine with {flag}")
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--int8", "--trt"),
+                   "pgb-export", "--trt --precision int8")
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--trt", "--precision",
+                         "int8", "--plugin"), "pgb-export", "does not combine with --plugin")
+
+
+@pytest.mark.parametrize("case", ["dense", "all grouped", "dropped v", "ffn1 dense, ffn2 grouped"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_qdq_graph_is_explicit_int8_that_tensorrts_parser_takes(name, case):
+    """Every encoder MatMul reads an int8 weight (kept blocks only) through DequantizeLinear
+    and its input through QuantizeLinear -> DequantizeLinear at the calibrated range; zero
+    points 0; TensorRT's parser table takes it; outputs within the int8 tolerance."""
+    from pgb_export.calibration import input_ranges
+    from pgb_export.trt_compat import check
+    model = tiny(name)
+    plan = plan_with(model, CASES[case])
+    repermute.apply_plan(model, plan)
+    ranges = input_ranges(model, batches(name))
+    graph = build(model, plan, LinearOptions(qdq=ranges))
+    onnx.checker.check_model(graph, full_check=True)
+    assert check(graph).ok, check(graph).problems
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    live = cost.live(bert.matrices(model), plan.masks())
+    weight_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.name.startswith("layer")
+                      and producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "DequantizeLinear"]
+    assert weight_matmuls
+    for n in weight_matmuls:
+        act, wdq = producers[n.input[0]], producers[n.input[1]]
+        assert act.op_type == "DequantizeLinear" and producers[act.input[0]].op_type == "QuantizeLinear"
+        assert inits[wdq.input[0]].dtype == np.int8 and not inits[wdq.input[2]].any() and not inits[act.input[2]].any()
+    assert sum(inits[producers[n.input[1]].input[0]].size for n in weight_matmuls) == cost.kept_params(live)
+    scales = {float(inits[producers[n.input[0]].input[1]]) for n in weight_matmuls}
+    assert scales <= {np.float32(ranges[mp.name] / 127) for mp in plan.matrices}
+    worst = worst_logit_diff(graph, model, name)
+    assert 0 < worst <= BERT_IO.atol_int8, worst
+
+
+def test_calibration_range_is_the_largest_input_each_linear_saw():
+    from pgb_export.calibration import input_ranges
+    model = tiny("bert")
+    refs = bert.matrices(model)
+    ranges = input_ranges(model, batches("bert"))
+    assert set(ranges) == {r.name for r in refs}
+    with torch.no_grad():
+        states = [model(**b, output_hidden_states=True).hidden_states for b in batches("bert")]
+    for r in refs:
+        if r.kind in ("query", "key", "value"):  # they read the layer's input, the previous hidden state
+            want = max(float(s[r.layer].abs().max()) for s in states)
+            assert ranges[r.name] == pytest.approx(want, rel=1e-6)
+    assert model.training is False
