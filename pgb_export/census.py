@@ -1,14 +1,17 @@
-"""What the exported graph holds, per layer: MatMuls, Gathers, Transposes and the weight
-parameters actually stored behind the MatMuls."""
+"""What the exported graph holds, per layer: MatMuls, Gathers, Transposes, the activation
+permutations left (each a Gather on a permutation index, grouped_linear.permute_last) and the
+exchanges between grouped linears (grouped_linear.exchange), and the weight parameters
+actually stored behind the MatMuls."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
 from .bert_graph import ExportError
+from .grouped_linear import EXCHANGE_CONCAT, PERMUTATION_INDEX
 
 
-COUNTED = ("MatMul", "GroupedLinear", "Gather", "Transpose")  # GroupedLinear: the plugin node
+COUNTED = ("MatMul", "GroupedLinear", "Gather", "Transpose", "Permutation", "Exchange")  # GroupedLinear: the plugin node
 MATMULS = {"MatMul": "MatMul", "MatMulInteger": "MatMul", "GroupedLinear": "GroupedLinear"}  # int8 counts as MatMul
 
 
@@ -29,6 +32,10 @@ def census(model: onnx.ModelProto) -> dict:
         kind = MATMULS.get(node.op_type, node.op_type)
         if kind in COUNTED:
             c[kind] += 1
+        if node.op_type == "Gather" and PERMUTATION_INDEX in node.input[1]:
+            c["Permutation"] += 1
+        if node.op_type == "Concat" and EXCHANGE_CONCAT in node.name:
+            c["Exchange"] += 1
         if node.op_type in MATMULS:
             c["weight_params"] += sum(weights.get(i, 0) for i in node.input)
     total = {k: sum(c[k] for c in layers.values()) for k in COUNTED + ("weight_params",)}

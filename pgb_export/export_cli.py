@@ -100,8 +100,9 @@ def options(args) -> ExportOptions:
 
 def summary(report: dict) -> str:
     layers = report["graph"]["census"]["layers"]
-    rows = [[s, c["MatMul"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"] for s, c in layers.items()]
-    lines = [table(["scope", "MatMul", "Gather", "Transpose", "weights"], rows), "",
+    rows = [[s, c["MatMul"], c["Permutation"], c["Exchange"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"]
+            for s, c in layers.items()]
+    lines = [table(["scope", "MatMul", "permutations", "exchanges", "Gather", "Transpose", "weights"], rows), "",
              f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights "
              f"({report['params']['live']:,} live)  "
              f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",

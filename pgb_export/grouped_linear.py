@@ -55,6 +55,10 @@ class LinearOptions:
 
 PLUGIN_DOMAIN = "pgb"
 PLUGIN_OP = "GroupedLinear"
+# Name bases the census counts by: the index of a whole-activation permutation, and the
+# Concat that assembles one consumer chunk in an exchange.
+PERMUTATION_INDEX = "perm_index"
+EXCHANGE_CONCAT = "ExchangeConcat"
 
 
 def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.ndarray,
@@ -76,7 +80,7 @@ def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.n
 
 def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
     """x[..., index] for a rank-3 activation (batch, sequence, features)."""
-    idx = g.const(np.asarray(index, dtype=np.int64), "perm_index")
+    idx = g.const(np.asarray(index, dtype=np.int64), PERMUTATION_INDEX)
     if form == "gather":
         return g.op("Gather", [x, idx], "Gather", axis=2)
     t = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
@@ -140,7 +144,7 @@ def exchange(g: Graph, parts: list[Part], sets: np.ndarray) -> list[Part]:
     out = []
     for runs in pieces:
         names, orders = zip(*runs)
-        name = names[0] if len(names) == 1 else g.op("Concat", list(names), "ExchangeConcat", axis=-1)
+        name = names[0] if len(names) == 1 else g.op("Concat", list(names), EXCHANGE_CONCAT, axis=-1)
         out.append(Part(name, np.concatenate(orders)))
     return out
 

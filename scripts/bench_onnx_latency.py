@@ -1,8 +1,11 @@
 """ONNX Runtime CPU latency: PGB grouped exports vs our dense export vs what a user would run
 instead: the dense model optimised by ONNX Runtime's own BERT optimizer (fused attention),
 and the dense model quantized to INT8 by ONNX Runtime's `quantize_dynamic` (per-channel
-QInt8, one command). INT8 rows: ours (`--int8`) for dense and PGB, and quantize_dynamic over
-our PGB graph. Each row carries its graph census (MatMul, Gather, Transpose counts).
+QInt8, one command). PGB plans at each target under both budget allocations (floor, the
+pgb-prune default, and paper), fp32 and INT8 (ours, `--int8`); for the default allocation
+also quantize_dynamic over our PGB graph, and an analysis row whose permutations are
+replaced by the identity (same shapes, wrong numbers: what the remaining permutations
+cost). Each row carries its graph census.
 
 Variants are timed round-robin (one run of each in turn, repeated) and summarised by the
 median, so that the ratios compare moments of the same machine load.
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 import torch
 
 from pruning import modeldir
@@ -30,7 +34,7 @@ from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.census import census
 from pgb_export.exporter import session
-from pgb_export.grouped_linear import LinearOptions
+from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, cost, importance, repermute
 from pruning.plan import uniform_plan
@@ -61,14 +65,19 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
     return (workdir / "opt.onnx").read_bytes()
 
 
-def pgb_pruned(path: Path, target: float, samples: int) -> tuple:
-    model, tok = modeldir.load(path)
-    task = fixture_task(path)
-    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)).examples, samples)
-    scores = importance.score(model, make_batches(encode(tok, rows), 32), progress=False)
-    plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6)
+def pgb_pruned(path: Path, scores: dict, target: float, allocation: str) -> tuple:
+    model, _ = modeldir.load(path)
+    plan = budget.plan_pgb(bert.matrices(model), scores, target, nperm=6, allocation=allocation)
     repermute.apply_plan(model, plan)
     return model, plan
+
+
+def without_permutations(graph: onnx.ModelProto) -> bytes:
+    """The graph with every permutation index replaced by the identity."""
+    for init in graph.graph.initializer:
+        if PERMUTATION_INDEX in init.name:
+            init.CopyFrom(numpy_helper.from_array(np.arange(numpy_helper.to_array(init).size, dtype=np.int64), init.name))
+    return graph.SerializeToString()
 
 
 def ort_quantized(model_bytes: bytes, workdir: Path, name: str) -> bytes:
@@ -81,9 +90,12 @@ def ort_quantized(model_bytes: bytes, workdir: Path, name: str) -> bytes:
     return dst.read_bytes()
 
 
+CENSUS = ("MatMul", "Permutation", "Exchange", "Gather", "Transpose")
+
+
 def census_of(model_bytes: bytes) -> dict:
     total = census(onnx.load_from_string(model_bytes))["total"]
-    return {k: total[k] for k in ("MatMul", "Gather", "Transpose")}
+    return {k: total[k] for k in CENSUS}
 
 
 def time_round_robin(sessions: dict, feeds: dict, repeats: int) -> dict[str, float]:
@@ -106,6 +118,9 @@ def main() -> None:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--samples", type=int, default=256, help="importance samples for the MiniLM plans")
+    p.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.88])
+    p.add_argument("--allocations", nargs="+", choices=budget.ALLOCATIONS, default=["floor", "paper"],
+                   help="budget allocations to time (the first is pgb-prune's default)")
     p.add_argument("--skip-bert-base", action="store_true")
     p.add_argument("--forms", choices=("default", "all"), default="default",
                    help="PGB fp32 graph forms: split/transpose only (default) or all four")
@@ -124,16 +139,26 @@ def main() -> None:
               "dense INT8 (ORT quantize_dynamic)": (ort_quantized(dense_bytes, work, "dense"), 1.0),
               "dense INT8 (ours)": (build(dense_model, dense_plan(dense_model),
                                           LinearOptions(int8=True)).SerializeToString(), 1.0)}
-    for target in (0.5, 0.88):
-        model, plan = pgb_pruned(fixture, target, args.samples)
-        ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
-        forms = [("split", "transpose")] if args.forms == "default" else [
-            (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
-        for form, perm in forms:
-            minilm[f"PGB {target} {form}/{perm}"] = (build(model, plan, LinearOptions(form, perm)).SerializeToString(), ratio)
-        pgb_bytes = minilm[f"PGB {target} split/transpose"][0]
-        minilm[f"PGB {target} INT8 (ours)"] = (build(model, plan, LinearOptions(int8=True)).SerializeToString(), ratio)
-        minilm[f"PGB {target} INT8 (ORT quantize_dynamic)"] = (ort_quantized(pgb_bytes, work, f"pgb{target}"), ratio)
+    task = fixture_task(fixture)
+    rows = random.Random(0).sample(load_split(task, "train", glue_dir(None)).examples, args.samples)
+    _, tok = modeldir.load(fixture)
+    scores = importance.score(dense_model, make_batches(encode(tok, rows), 32), progress=False)
+    for target in args.targets:
+        for allocation in args.allocations:
+            model, plan = pgb_pruned(fixture, scores, target, allocation)
+            ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
+            name = f"PGB {target} {allocation}"
+            forms = [("split", "transpose")] if args.forms == "default" else [
+                (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
+            for form, perm in forms:
+                suffix = "" if args.forms == "default" else f" {form}/{perm}"
+                minilm[f"{name} fp32{suffix}"] = (build(model, plan, LinearOptions(form, perm)).SerializeToString(), ratio)
+            minilm[f"{name} INT8 (ours)"] = (build(model, plan, LinearOptions(int8=True)).SerializeToString(), ratio)
+            if allocation == args.allocations[0]:
+                fp32 = minilm[f"{name} fp32" + ("" if args.forms == "default" else " split/transpose")][0]
+                minilm[f"{name} INT8 (ORT quantize_dynamic)"] = (ort_quantized(fp32, work, f"pgb{target}"), ratio)
+                minilm[f"{name} fp32, permutations as identity (analysis)"] = (
+                    without_permutations(build(model, plan)), ratio)
     suites["MiniLM-L6 (minilm-sst2)"] = minilm
 
     if not args.skip_bert_base:
@@ -172,7 +197,7 @@ def main() -> None:
             c = r["census"]
             print(f"  {k:42s} flops {r['flops_ratio']:.3f}  " + "  ".join(
                 f"b{b}: {r[f'b{b}_ms']:8.1f} ms ({r[f'b{b}_speedup_vs_dense']:.2f}x)" for b in args.batches)
-                + f"  MatMul {c['MatMul']} Gather {c['Gather']} Transpose {c['Transpose']}", flush=True)
+                + "  " + " ".join(f"{k} {c[k]}" for k in CENSUS), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
