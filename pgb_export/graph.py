@@ -16,6 +16,7 @@ class Graph:
         self._names: dict[str, int] = {}
         self.scope = "embeddings"
         self.quantized: dict[str, tuple[str, str, str]] = {}  # activation -> DynamicQuantizeLinear outputs
+        self.feature_major: dict[str, str] = {}  # activation -> its features-first transpose
 
     def name(self, base: str) -> str:
         base = f"{self.scope}/{base}"

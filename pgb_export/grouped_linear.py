@@ -79,12 +79,15 @@ def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.n
 
 
 def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
-    """x[..., index] for a rank-3 activation (batch, sequence, features)."""
+    """x[..., index] for a rank-3 activation (batch, sequence, features). In the transpose
+    form the features-first copy of x is made once and shared by every permutation of x
+    (Q, K and V read the same residual tensor)."""
     idx = g.const(np.asarray(index, dtype=np.int64), PERMUTATION_INDEX)
     if form == "gather":
         return g.op("Gather", [x, idx], "Gather", axis=2)
-    t = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
-    t = g.op("Gather", [t, idx], "Gather", axis=0)
+    if x not in g.feature_major:
+        g.feature_major[x] = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
+    t = g.op("Gather", [g.feature_major[x], idx], "Gather", axis=0)
     return g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
 
 

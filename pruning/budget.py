@@ -74,9 +74,10 @@ def _ffn_layers(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor]) -
 
 
 def _algorithm1(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], budget: float,
-                gmax: int, rule: Mapping[str, int]) -> tuple[dict[str, int], list[int], list[int], list[str]]:
+                gmax: int, rule: Mapping[str, int], drop: frozenset[str] = frozenset()
+                ) -> tuple[dict[str, int], list[int], list[int], list[str]]:
     """MHA phase, then FFN layers by importance while budget remains. Returns (G per
-    matrix, FFN layer order, FFN layers taken, notes)."""
+    matrix, FFN layer order, FFN layers taken, notes). A forced drop is already rule 0."""
     groups: dict[str, int] = {}
     notes: list[str] = []
     constant = {r.layer for r in refs if r.kind in ("value", "attn_out") and rule[r.name] == 0}
@@ -117,13 +118,14 @@ def _floor(ref: MatrixRef, gmax: int) -> int:
 
 
 def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], budget: float,
-                      gmax: int, rule: Mapping[str, int]) -> tuple[dict[str, int], list[int], list[int], list[str]]:
+                      gmax: int, rule: Mapping[str, int], drop: frozenset[str] = frozenset()
+                      ) -> tuple[dict[str, int], list[int], list[int], list[str]]:
     """Every matrix keeps at least its floor; where the floors alone do not fit, the FFN
     floors of the least important layers go first (and say so). Then each matrix, attention
     first and FFN layers by importance, moves from its floor towards its rule G (0 = rule
     would drop it: the floor stays) as far as the budget left above the remaining floors allows."""
     notes: list[str] = []
-    groups = {r.name: _floor(r, gmax) for r in refs}
+    groups = {r.name: 0 if r.name in drop else _floor(r, gmax) for r in refs}
     ffn, order = _ffn_layers(refs, scores)
     spent = lambda: sum(_kept(r, groups[r.name]) for r in refs)
     for layer in reversed(order):  # least important FFN first, until the floors fit
@@ -147,22 +149,25 @@ def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tens
 
 
 def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
-                  gmax: int = 6, tau: float | str = "auto", allocation: str = "paper") -> tuple[dict[str, int], dict]:
+                  gmax: int = 6, tau: float | str = "auto", allocation: str = "paper",
+                  drop: frozenset[str] = frozenset()) -> tuple[dict[str, int], dict]:
     """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went.
 
     tau="auto" starts at the quantile that keeps exactly the budget's count. At high targets
     that quantile makes the adaptive rule drop whole matrices (r > G_max) and the budget is
     left unspent, so the achieved ratio overshoots; then the kept count behind the quantile
     is bisected until Algorithm 1 lands within TOLERANCE of the target (the paper tunes tau
-    by hand per setting instead). An absolute tau is used as given.
+    by hand per setting instead). An absolute tau is used as given. The matrices named in
+    `drop` are dropped whatever their scores say (a sub-layer chosen to go whole), and the
+    budget they free goes to the others.
     """
     total = sum(r.shape[0] * r.shape[1] for r in refs)
     budget = (1.0 - target) * total
 
     def attempt(tau_value):
-        rule = {r.name: group_count(scores[r.name], tau_value, gmax) for r in refs}
+        rule = {r.name: 0 if r.name in drop else group_count(scores[r.name], tau_value, gmax) for r in refs}
         allocate = _algorithm1 if allocation == "paper" else _floor_allocation
-        groups, order, taken, notes = allocate(refs, scores, budget, gmax, rule)
+        groups, order, taken, notes = allocate(refs, scores, budget, gmax, rule, drop)
         achieved = 1.0 - sum(_kept(r, groups[r.name]) for r in refs) / total
         return achieved, (tau_value, groups, order, taken, notes)
 
@@ -194,10 +199,10 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
 
 def plan_pgb(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
              gmax: int = 6, nperm: int = 6, tau: float | str = "auto", permute: bool = True,
-             progress: bool = False, allocation: str = "paper") -> Plan:
+             progress: bool = False, allocation: str = "paper", drop: frozenset[str] = frozenset()) -> Plan:
     """Algorithm 1 (or the floor allocation) + Algorithm 2 for the whole model: the PGB
-    plan at `target`."""
-    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation)
+    plan at `target`, with the matrices in `drop` dropped."""
+    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation, drop)
     meta = {"method": "pgb" if permute else "no-permutation", "target": target, "gmax": gmax,
             "nperm": nperm, **info}
     return grouped_plan(refs, scores, groups, nperm, permute, meta, progress)

@@ -217,3 +217,16 @@ def test_grouped_ffn_pair_hands_over_without_a_permutation():
     assert layer["Transpose"] == 2 * 2 + 4  # those two; Q, K, V into heads and the context back
     assert 1 <= layer["Exchange"] <= 6  # one Concat per FFN2 block at most
     assert sum(len(n.output) for n in graph.graph.node if n.op_type == "Split" and "Exchange" in n.name) <= 4 * 6
+
+
+def test_readers_of_one_activation_share_its_features_first_copy():
+    """Q, K and V read the same residual tensor: one transpose of it serves all three
+    permutations (their outputs each need their own)."""
+    model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
+    plan = plan_with(model, {(0, "query"): 2, (0, "key"): 3, (0, "value"): 4})
+    repermute.apply_plan(model, plan)
+    graph, worst = run_both(model, plan, LinearOptions(), random_batches(2, 3, 8, seed=6))
+    assert worst <= 1e-5
+    layer = census(graph)["layers"]["layer0"]
+    assert layer["Permutation"] == 6  # in and out of each
+    assert layer["Transpose"] == 1 + 3 + 2 * 3 + 4  # shared in, back x3; out x3 (two each); heads
