@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning import ablations, bert, budget, modeldir
-from pruning.pipeline import EMBEDDED_ROWS, PruneOptions, prune
+from pruning import ablations, bert, modeldir
+from pruning.pipeline import ALLOCATIONS, EMBEDDED_ROWS, PruneOptions, prune
 
 from . import __version__
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
@@ -62,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")
     p.add_argument("--max-len", type=number(int, 8, 8192), help="max tokens per example (default 128; question "
                    "answering 384, longer contexts as overlapping windows)")
-    p.add_argument("--allocation", default="floor", choices=budget.ALLOCATIONS,
+    p.add_argument("--allocation", default="floor", choices=ALLOCATIONS,
                    help="how the budget is shared: floor (no matrix dropped while every one can keep G_max's "
-                        "share; the rest in the paper's order) or paper (Algorithm 1: attention first, then whole "
-                        "FFN layers by importance, the rest dropped) (default floor)")
+                        "share; the rest in the paper's order), paper (Algorithm 1: attention first, then whole "
+                        "FFN layers by importance, the rest dropped) or measured (floor, after dropping the whole "
+                        "attention or FFN sub-layers whose removal costs least, as many as give the lowest "
+                        "calibration loss on held-out training rows) (default floor)")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)

@@ -33,6 +33,9 @@ def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
     flat = torch.cat([s.flatten().float() for s in scores.values()])
     if kept <= 0:
         return float(flat.max())
+    if kept >= flat.numel():  # every weight above tau, in float32 too
+        low = float(flat.min())
+        return low - abs(low) - 1.0
     return float(torch.kthvalue(flat, flat.numel() - kept).values)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import ablations, bert, compensation, cost, finetune, grouping, importance, modeldir, repermute
+from . import ablations, bert, budget, compensation, cost, finetune, grouping, importance, layer_drop, modeldir, repermute
 from .batching import evaluate, make_batches
 from .distillation import Distillation, attach_teacher
 from .families import family
@@ -25,6 +25,9 @@ from .userdata import DataFiles, load_user_data
 
 EMBEDDED_ROWS = 8000  # slice of the task's training set the embedded encoder is tuned on
 EMBEDDED_LR = 5e-5
+# budget.ALLOCATIONS, and measured: floor with the whole sub-layers pruning.layer_drop chooses
+ALLOCATIONS = (*budget.ALLOCATIONS, "measured")
+HELD_ROWS = 512  # training rows, disjoint from the importance samples, that rank measured plans
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,32 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
     return metrics, comp
 
 
+def build_plan(model, refs: list, scores: dict, target: float, *, ablation: str = "none", allocation: str = "floor",
+               gmax: int = 6, nperm: int = 6, tau: float | str = "auto", samples: list | None = None,
+               held: list | None = None, progress: bool = False) -> tuple:
+    """(plan for pgb.json, masks, the PGB plan, measured report or None): ablations.build
+    under `allocation`; `measured` first chooses whole sub-layers to drop on `held` rows
+    (pruning.layer_drop), compensating each candidate on a few of `samples`."""
+    drop, measured = frozenset(), None
+    if allocation == "measured":
+        def plan_for(d):
+            return budget.plan_pgb(refs, scores, target, gmax, nperm, tau, allocation="floor", drop=d)
+        drop, measured = layer_drop.choose(model, refs, plan_for, samples, held, progress=progress)
+    plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model), gmax, nperm, tau,
+                                       progress, "floor" if allocation == "measured" else allocation, drop)
+    if measured:
+        pgb.meta.update(allocation="measured", measured=measured)
+    return plan, masks, pgb, measured
+
+
+def held_rows(train: list, used: list, seed: int) -> list:
+    """HELD_ROWS training rows the importance samples did not use (all of `used` when the
+    training set has no others)."""
+    chosen = {id(e) for e in used}
+    rest = [e for e in train if id(e) not in chosen]
+    return random.Random(seed + 1).sample(rest, min(HELD_ROWS, len(rest))) if rest else list(used)
+
+
 def prune(opts: PruneOptions) -> dict:
     """The whole application: load, sample, score, plan, compensate, re-finetune, save;
     returns report.json's content. OUT_DIR is written in one rename, or not at all."""
@@ -179,8 +208,13 @@ def prune(opts: PruneOptions) -> dict:
     meta = {"target": opts.target, "gmax": opts.gmax, "nperm": opts.nperm,
             "samples": len(sample_rows), "seed": opts.seed, "fisher": "exact per-sample gradients"}
     tau = "auto" if opts.tau == "auto" else float(opts.tau)
-    plan, masks, pgb = ablations.build(opts.ablation, refs, scores, opts.target,
-                                       bert.num_heads(model), opts.gmax, opts.nperm, tau, progress, opts.allocation)
+    held = None
+    if opts.allocation == "measured":
+        held = make_batches(task.encode(tok, held_rows(train, sample_rows, opts.seed), max_len, inputs, train=True),
+                            opts.batch_size, pad_id=pad)
+    plan, masks, pgb, _ = build_plan(model, refs, scores, opts.target, ablation=opts.ablation,
+                                     allocation=opts.allocation, gmax=opts.gmax, nperm=opts.nperm, tau=tau,
+                                     samples=samples, held=held, progress=progress)
     plan.meta.update(meta)
     lap("planning")
 
@@ -213,7 +247,7 @@ def prune(opts: PruneOptions) -> dict:
         "metrics": metrics, "warnings": warnings, "seconds": seconds, "data": _data_report(splits),
         "settings": opts.settings(),
         "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "allocation", "ffn_order", "ffn_layers_kept",
-                                                             "ffn_layers_dropped", "notes")},
+                                                             "ffn_layers_dropped", "notes", "measured")},
         "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
                       "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,
                       "captured_if": grouping.capture_baselines(scores[mp.name], mp.groups),

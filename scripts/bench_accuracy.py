@@ -1,7 +1,7 @@
 """Accuracy of PGB vs dense and vs the ablations on the fine-tuned fixtures.
 
 Scores are computed once per fixture, then every (target, ablation) run starts from the
-dense weights and goes through the same ablations.build + recover path as pgb-prune.
+dense weights and goes through the same pipeline.build_plan + recover path as pgb-prune.
 Results are appended to a JSON lines file as they come, so an interrupted sweep keeps
 what it finished.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pruning import modeldir
 from pruning.batching import encode, evaluate, make_batches
-from pruning.pipeline import recover
+from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, recover
 from pruning.tasks import fixture_task, glue_dir, load_split
-from pruning import ablations, bert, budget, cost, importance
+from pruning import bert, cost, importance
 from pruning.distillation import Distillation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-samples", type=int, default=2000)
     p.add_argument("--lrs", nargs="+", type=float, default=[3e-5], help="re-finetuning learning rates: one run each")
-    p.add_argument("--allocations", nargs="+", choices=budget.ALLOCATIONS, default=["floor"],
+    p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["floor"],
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
@@ -54,8 +54,10 @@ def main() -> None:
         train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
         model, tok = modeldir.load(path)
         rng = random.Random(0)
-        samples = make_batches(encode(tok, rng.sample(train, min(args.samples, len(train))), args.max_len), 32)
+        sample_rows = rng.sample(train, min(args.samples, len(train)))
+        samples = make_batches(encode(tok, sample_rows, args.max_len), 32)
         train_enc = encode(tok, rng.sample(train, min(args.finetune_samples, len(train))), args.max_len)
+        held = make_batches(encode(tok, held_rows(train, sample_rows, 0), args.max_len), 32)
         dev_batches = make_batches(encode(tok, dev, args.max_len), 64)
         dense = evaluate(model, task, dev_batches)
         t = time.perf_counter()
@@ -68,8 +70,8 @@ def main() -> None:
         for target, ablation, allocation, lr in runs:
             model, _ = modeldir.load(path)
             t = time.perf_counter()
-            plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model),
-                                               allocation=allocation)
+            plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
+                                             samples=samples, held=held)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
                                  epochs=args.finetune_epochs, lr=lr, batch_size=32, seed=0,
                                  progress=False, distill=distill)
@@ -81,6 +83,7 @@ def main() -> None:
                    "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],
                    "final": metrics["final"][task.main_metric], "final_all": metrics["final"],
                    "ffn_layers_dropped": pgb.meta.get("ffn_layers_dropped"),
+                   "measured": pgb.meta.get("measured"),
                    "groups": [mp.groups for mp in pgb.matrices],
                    "samples": args.samples, "finetune_epochs": args.finetune_epochs,
                    "finetune_samples": args.finetune_samples, "score_seconds": round(score_s, 1),

@@ -157,3 +157,11 @@ def test_floor_allocation_drops_nothing_while_the_floors_fit(target):
     assert all(mp.groups <= 6 for mp in plan.matrices)
     paper = budget.plan_pgb(refs, scores, target, gmax=6, nperm=1)
     assert sum(mp.groups == 0 for mp in paper.matrices) >= len(dropped)
+
+
+def test_auto_tau_covers_keeping_everything_and_nothing():
+    scores = {"a": torch.tensor([[0.0, 1.0], [2.0, 3.0]]), "b": torch.tensor([[0.5]])}
+    assert sum(int((s > budget.auto_tau(scores, 5)).sum()) for s in scores.values()) == 5
+    assert sum(int((s > budget.auto_tau(scores, 99)).sum()) for s in scores.values()) == 5
+    assert sum(int((s > budget.auto_tau(scores, 2)).sum()) for s in scores.values()) == 2
+    assert sum(int((s > budget.auto_tau(scores, 0)).sum()) for s in scores.values()) == 0

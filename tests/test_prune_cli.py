@@ -105,3 +105,25 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
         expected = model(input_ids=ids).logits
         replace_linears(model, plan)
         torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_shared
+def test_measured_allocation_end_to_end(tmp_path):
+    """--allocation measured as a user runs it: the trials and the sub-layers they dropped are
+    in report.json, and the dropped ones are dropped in pgb.json."""
+    out = tmp_path / "pruned"
+    r = prune(SST2, "--task", "sst2", "--target", "0.5", "--out", str(out), "--samples", "64",
+              "--finetune-epochs", "0", "--allocation", "measured")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    measured = report["plan"]["measured"]
+    assert report["plan"]["allocation"] == "measured" and report["settings"]["allocation"] == "measured"
+    assert [t["drops"] for t in measured["trials"]] == list(range(5)) and measured["calibration_rows"] == 512
+    best = min(measured["trials"], key=lambda t: t["calibration_loss"])
+    assert measured["chosen_drops"] == best["sublayers"]
+    plan = Plan.load(out / "pgb.json")
+    kinds = {"attention": ("query", "key", "value", "attn_out"), "ffn": ("ffn1", "ffn2")}
+    for name in measured["chosen_drops"]:
+        part, layer = name.split()
+        assert all(mp.groups == 0 for mp in plan.matrices if mp.layer == int(layer) and mp.kind in kinds[part])
+    assert abs(report["achieved_ratio"] - 0.5) <= 0.01

@@ -1,0 +1,75 @@
+"""The measured allocation (pruning.layer_drop): sub-layer costs measured by dropping each
+one, the drop count chosen by calibration loss, the model left as it came, and the chosen
+sub-layers dropped in a plan that still lands on the target."""
+import torch
+
+from pruning import bert, budget, importance, layer_drop
+from pruning.pipeline import build_plan, held_rows
+from tests.conftest import random_batches, tiny_bert
+
+
+def setup(seed=0):
+    model = tiny_bert(hidden=48, layers=3, heads=4, ffn=192, seed=seed)
+    samples = random_batches(4, 8, 12, seed=seed)
+    held = random_batches(3, 8, 12, seed=seed + 10)
+    return model, bert.matrices(model), samples, held
+
+
+def weights(model, refs):
+    return {r.name: bert.linear(model, r).weight.detach().clone() for r in refs}
+
+
+def test_drop_costs_are_measured_one_sublayer_at_a_time():
+    model, refs, _, held = setup()
+    before = weights(model, refs)
+    costs = layer_drop.drop_costs(model, refs, held)
+    assert {s.name() for s in costs} == {f"{p} {l}" for l in range(3) for p in ("attention", "ffn")}
+    assert all(torch.equal(before[n], w) for n, w in weights(model, refs).items())  # restored exactly
+    base = layer_drop.calibration_loss(model, held)
+    attention1 = next(s for s in costs if s.name() == "attention 1")
+    assert attention1.matrices == {r.name for r in refs if r.layer == 1 and r.kind in bert.MHA_KINDS}
+    with torch.no_grad():
+        for r in refs:
+            if r.name in attention1.matrices:
+                bert.linear(model, r).weight.zero_()
+    assert costs[attention1] == layer_drop.calibration_loss(model, held) - base
+
+
+def test_choose_keeps_the_lowest_calibration_loss_and_leaves_the_model_as_it_came():
+    model, refs, samples, held = setup(1)
+    scores = importance.score(model, samples, progress=False)
+    before = weights(model, refs)
+    drop, report = layer_drop.choose(
+        model, refs, lambda d: budget.plan_pgb(refs, scores, 0.6, nperm=1, allocation="floor", drop=d),
+        samples, held, max_drops=3)
+    assert all(torch.equal(before[n], w) for n, w in weights(model, refs).items())
+    trials = report["trials"]
+    assert [t["drops"] for t in trials] == [0, 1, 2, 3]
+    best = min(trials, key=lambda t: t["calibration_loss"])
+    assert report["chosen_drops"] == best["sublayers"]
+    order = list(report["sublayer_costs"])  # cheapest first
+    assert all(t["sublayers"] == order[:t["drops"]] for t in trials)
+    assert sorted(report["sublayer_costs"].values()) == list(report["sublayer_costs"].values())
+    named = {s.name(): s.matrices for s in layer_drop.sublayers(refs)}
+    assert drop == frozenset().union(*(named[n] for n in best["sublayers"]))
+    assert all(abs(t["achieved_ratio"] - 0.6) <= budget.TOLERANCE for t in trials)
+
+
+def test_build_plan_drops_the_chosen_sublayers_and_lands_on_the_target():
+    model, refs, samples, held = setup(2)
+    scores = importance.score(model, samples, progress=False)
+    plan, masks, pgb, measured = build_plan(model, refs, scores, 0.6, allocation="measured", nperm=1,
+                                            samples=samples, held=held)
+    assert pgb.meta["allocation"] == "measured" and pgb.meta["measured"] is measured
+    named = {s.name(): s.matrices for s in layer_drop.sublayers(refs)}
+    for name in measured["chosen_drops"]:
+        assert all(mp.groups == 0 for mp in plan.matrices if mp.name in named[name])
+    assert abs(plan.ratio - 0.6) <= budget.TOLERANCE
+
+
+def test_held_rows_avoid_the_importance_samples():
+    train = list(range(2000))
+    used = train[:600]
+    held = held_rows(train, used, seed=0)
+    assert len(held) == 512 and not set(held) & set(used)
+    assert held_rows(used, used, seed=0) == used  # nothing else to hold out: the samples themselves
