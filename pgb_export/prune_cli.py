@@ -119,6 +119,11 @@ def summary(report: dict) -> str:
              f"params {report['params_kept']:,}/{report['params_total']:,}  FLOPs ratio {report['flops_ratio']:.3f}",
              f"{main}: dense {m['dense'][main]:.4f}  vanilla {m['vanilla'][main]:.4f}  final {m['final'][main]:.4f}",
              "seconds: " + "  ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items())]
+    measured = report["plan"].get("measured")
+    if measured:
+        losses = "  ".join(f"{t['drops']}: {t['calibration_loss']:.4f}" for t in measured["trials"])
+        lines.append(f"measured allocation: dropped {', '.join(measured['chosen_drops']) or 'no sub-layer'} "
+                     f"(calibration loss by sub-layers dropped, {losses})")
     lines += [f"note: {n}" for n in report["plan"].get("notes", [])]
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

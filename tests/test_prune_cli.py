@@ -115,6 +115,7 @@ def test_measured_allocation_end_to_end(tmp_path):
     r = prune(SST2, "--task", "sst2", "--target", "0.5", "--out", str(out), "--samples", "64",
               "--finetune-epochs", "0", "--allocation", "measured")
     assert r.returncode == 0, r.stderr
+    assert "measured allocation: dropped" in r.stdout
     report = json.loads((out / "report.json").read_text())
     measured = report["plan"]["measured"]
     assert report["plan"]["allocation"] == "measured" and report["settings"]["allocation"] == "measured"
