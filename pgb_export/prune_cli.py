@@ -121,7 +121,8 @@ def summary(report: dict) -> str:
              "seconds: " + "  ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items())]
     measured = report["plan"].get("measured")
     if measured:
-        losses = "  ".join(f"{t['drops']}: {t['calibration_loss']:.4f}" for t in measured["trials"])
+        losses = "  ".join(f"{t['drops']}: " + ("off target" if t["calibration_loss"] is None else
+                                                f"{t['calibration_loss']:.4f}") for t in measured["trials"])
         lines.append(f"measured allocation: dropped {', '.join(measured['chosen_drops']) or 'no sub-layer'} "
                      f"(calibration loss by sub-layers dropped, {losses})")
     lines += [f"note: {n}" for n in report["plan"].get("notes", [])]

@@ -9,7 +9,8 @@ layers, and never drops an attention sub-layer on purpose. Here:
 2. for k = 0 .. max_drops, the k cheapest sub-layers are dropped, the floor allocation
    spreads the budget over the rest (`budget.plan_pgb(..., drop=...)`), the model is
    compensated to that plan on a few samples, and its calibration loss is measured;
-3. the k with the lowest loss wins.
+3. the k with the lowest loss wins, among the plans that land on the target (dropping too
+   much leaves matrices that cannot hold the budget even dense; those are not measured).
 Calibration rows are training rows the importance samples did not use, never the dev set
 the metrics are reported on. A dropped sub-layer also removes its unprunable work (softmax,
 GELU) from the exported graph, which grouping cannot.
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from . import bert, compensation
 from .batching import model_args
 from .heads import head_named
+from .budget import TOLERANCE
 from .plan import Plan
 
 MAX_DROPS = 4  # candidates k = 0..4: a sixth of a 6-layer model's sub-layers at most beyond the floors
@@ -105,11 +107,16 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
     for k in tqdm(range(min(max_drops, len(order)) + 1), desc="layer drops", disable=not progress, unit="plan"):
         drop = frozenset().union(*(s.matrices for s in order[:k]))
         plan = plan_for(drop)
+        trial = {"drops": k, "sublayers": [s.name() for s in order[:k]], "achieved_ratio": plan.ratio,
+                 "calibration_loss": None, "drop": drop}
+        trials.append(trial)
+        if abs(plan.ratio - plan.meta["target"]) > TOLERANCE:  # what is left cannot hold the budget
+            continue
         compensation.compensate(model, plan.masks(), few, progress=False)
-        trials.append({"drops": k, "sublayers": [s.name() for s in order[:k]], "achieved_ratio": plan.ratio,
-                       "calibration_loss": calibration_loss(model, held), "drop": drop})
+        trial["calibration_loss"] = calibration_loss(model, held)
         weights.restore()
-    best = min(trials, key=lambda t: t["calibration_loss"])
+    best = min((t for t in trials if t["calibration_loss"] is not None), key=lambda t: t["calibration_loss"],
+               default=trials[0])
     report = {"sublayer_costs": {s.name(): costs[s] for s in order},
               "trials": [{k: v for k, v in t.items() if k != "drop"} for t in trials],
               "chosen_drops": best["sublayers"], "calibration_rows": sum(len(b["input_ids"]) for b in held),
