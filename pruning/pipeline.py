@@ -54,7 +54,7 @@ class PruneOptions:
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
-    allocation: str = "floor"  # budget.ALLOCATIONS; floor measured better on 2 of 3 (BENCHMARKS.md)
+    allocation: str = "measured"  # ALLOCATIONS; ahead of floor on 4 of 4, of paper on 2 of 4 (BENCHMARKS.md)
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -128,7 +128,7 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
     return metrics, comp
 
 
-def build_plan(model, refs: list, scores: dict, target: float, *, ablation: str = "none", allocation: str = "floor",
+def build_plan(model, refs: list, scores: dict, target: float, *, allocation: str, ablation: str = "none",
                gmax: int = 6, nperm: int = 6, tau: float | str = "auto", samples: list | None = None,
                held: list | None = None, progress: bool = False) -> tuple:
     """(plan for pgb.json, masks, the PGB plan, measured report or None): ablations.build
