@@ -5,6 +5,7 @@ PruneOptions and calls `prune`; benchmarks and tests call it, or its `recover` s
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import sys
 import time
@@ -28,6 +29,14 @@ EMBEDDED_LR = 5e-5
 # budget.ALLOCATIONS, and measured: floor with the whole sub-layers pruning.layer_drop chooses
 ALLOCATIONS = (*budget.ALLOCATIONS, "measured")
 HELD_ROWS = 512  # training rows, disjoint from the importance samples, that rank measured plans
+# Re-finetuning learning rate when none is given: the paper's 3e-5 for its long recipe; a short
+# recovery needs larger steps (minilm-sst2, 63 steps: 1e-4 equals 3e-5 at 0.5 and is 4.4
+# points ahead at 0.88; BENCHMARKS.md "Measured allocation, learning rate").
+LONG_LR, SHORT_LR, SHORT_STEPS = 3e-5, 1e-4, 500
+
+
+def recovery_lr(steps: int) -> float:
+    return SHORT_LR if steps <= SHORT_STEPS else LONG_LR
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class PruneOptions:
     no_compensation: bool = False
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
-    lr: float = 3e-5
+    lr: float | None = None  # None: recovery_lr(steps)
     distill: float = 0.0  # weight of the dense teacher's soft loss in re-finetuning; 0 = off
     temperature: float = 2.0
     batch_size: int = 32
@@ -220,9 +229,11 @@ def prune(opts: PruneOptions) -> dict:
 
     train_rows = train if opts.finetune_samples is None else rng.sample(train, min(opts.finetune_samples, len(train)))
     train_enc = task.encode(tok, train_rows, max_len, inputs, train=True) if opts.finetune_epochs > 0 else []
+    steps = math.ceil(opts.finetune_epochs * math.ceil(len(train_enc) / opts.batch_size))
+    lr = opts.lr if opts.lr is not None else recovery_lr(steps)
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not opts.no_compensation, epochs=opts.finetune_epochs,
-                              lr=opts.lr, batch_size=opts.batch_size, seed=opts.seed,
+                              lr=lr, batch_size=opts.batch_size, seed=opts.seed,
                               progress=progress, pad_id=pad, lap=lap,
                               distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)
     metrics.update(recovered)
@@ -245,6 +256,8 @@ def prune(opts: PruneOptions) -> dict:
         "params_live": cost.kept_params(cost.live(refs, masks)),
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
         "metrics": metrics, "warnings": warnings, "seconds": seconds, "data": _data_report(splits),
+        "recovery": {"steps": steps, "lr": lr, "lr_from": "--lr" if opts.lr is not None else
+                     f"default: {SHORT_LR:g} for at most {SHORT_STEPS} steps, else {LONG_LR:g}"},
         "settings": opts.settings(),
         "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "allocation", "ffn_order", "ffn_layers_kept",
                                                              "ffn_layers_dropped", "notes", "measured")},

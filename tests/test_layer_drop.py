@@ -100,3 +100,9 @@ def test_measured_allocation_takes_the_heads_own_loss_question_answering():
                                                                for t in trials]
     assert any(t["calibration_loss"] is None for t in trials)
     assert abs(plan.ratio - 0.5) <= budget.TOLERANCE
+
+
+def test_recovery_learning_rate_follows_the_recovery_length():
+    from pruning.pipeline import LONG_LR, SHORT_LR, SHORT_STEPS, recovery_lr
+    assert recovery_lr(63) == recovery_lr(SHORT_STEPS) == SHORT_LR == 1e-4
+    assert recovery_lr(SHORT_STEPS + 1) == recovery_lr(6315) == LONG_LR == 3e-5

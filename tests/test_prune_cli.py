@@ -90,6 +90,8 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
     assert report["metrics"]["vanilla"]["accuracy"] > 0.6
     assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
+    assert report["recovery"]["steps"] == 2 and report["recovery"]["lr"] == 1e-4  # 64 rows, batch 32: a short recovery
+    assert report["settings"]["lr"] is None and "default" in report["recovery"]["lr_from"]
     assert report["data"]["dev"] == {"source": str(GLUE / "SST-2" / "dev.tsv"), "rows": 872, "used": 872, "skipped": 0}
     card = (out / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card and f"| {report['achieved_ratio']:.4f} |" in card
@@ -113,7 +115,7 @@ def test_measured_allocation_end_to_end(tmp_path):
     in report.json, and the dropped ones are dropped in pgb.json."""
     out = tmp_path / "pruned"
     r = prune(SST2, "--task", "sst2", "--target", "0.5", "--out", str(out), "--samples", "64",
-              "--finetune-epochs", "0", "--allocation", "measured")
+              "--finetune-epochs", "0", "--allocation", "measured", "--lr", "2e-5")
     assert r.returncode == 0, r.stderr
     assert "measured allocation: dropped" in r.stdout
     report = json.loads((out / "report.json").read_text())
@@ -128,3 +130,4 @@ def test_measured_allocation_end_to_end(tmp_path):
         part, layer = name.split()
         assert all(mp.groups == 0 for mp in plan.matrices if mp.layer == int(layer) and mp.kind in kinds[part])
     assert abs(report["achieved_ratio"] - 0.5) <= 0.01
+    assert report["recovery"] == {"steps": 0, "lr": 2e-5, "lr_from": "--lr"}
