@@ -74,13 +74,14 @@ class _Weights:
             bert.linear(self.model, r).weight.copy_(self.saved[r.name])
 
 
-def drop_costs(model: nn.Module, refs: Sequence[bert.MatrixRef], held: Sequence[dict]) -> dict[Sublayer, float]:
+def drop_costs(model: nn.Module, refs: Sequence[bert.MatrixRef], held: Sequence[dict],
+               progress: bool = False) -> dict[Sublayer, float]:
     """Calibration loss increase when each sub-layer alone is dropped."""
     weights = _Weights(model, refs)
     base = calibration_loss(model, held)
     costs = {}
     by_name = {r.name: r for r in refs}
-    for s in sublayers(refs):
+    for s in tqdm(sublayers(refs), desc="sub-layer costs", disable=not progress, unit="sub-layer"):
         with torch.no_grad():
             for name in s.matrices:
                 bert.linear(model, by_name[name]).weight.zero_()
@@ -95,7 +96,7 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
     """(matrices to drop, report): the drop set among the k cheapest sub-layers whose
     compensated plan has the lowest calibration loss on `held`. `plan_for(drop)` is the
     plan at the target with those matrices dropped; `model` is left as it came."""
-    costs = drop_costs(model, refs, held)
+    costs = drop_costs(model, refs, held, progress)
     order = sorted(costs, key=lambda s: costs[s])
     weights = _Weights(model, refs)
     few = []
