@@ -90,7 +90,7 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
     assert report["metrics"]["vanilla"]["accuracy"] > 0.6
     assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
-    assert report["recovery"]["steps"] == 2 and report["recovery"]["lr"] == 1e-4  # 64 rows, batch 32: a short recovery
+    assert report["recovery"]["steps"] == 2 and report["recovery"]["lr"] == 3e-5  # short, but at 0.5: the paper's
     assert report["settings"]["lr"] is None and "default" in report["recovery"]["lr_from"]
     assert report["data"]["dev"] == {"source": str(GLUE / "SST-2" / "dev.tsv"), "rows": 872, "used": 872, "skipped": 0}
     card = (out / "README.md").read_text()
