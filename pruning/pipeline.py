@@ -291,7 +291,7 @@ def _collapse_warning(task, dev_batches: list, final: dict, opts: PruneOptions) 
         return []
     return [f"the pruned model's {metric} {final[metric]:.4f} is at the level of always predicting one class "
             f"({trivial:.4f}): it has collapsed. Recover longer (e.g. --finetune-epochs 3 --finetune-samples "
-            f"8000), try the other --allocation, or prune less than {opts.target}"]
+            f"8000) or with larger steps (--lr 1e-4), try another --allocation, or prune less than {opts.target}"]
 
 
 def _card(report: dict) -> str:
