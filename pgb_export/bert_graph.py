@@ -110,7 +110,8 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     if v.groups == 0 or o.groups == 0:
         const = bo + (bv @ wo if o.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, eps)
-    ident, x = np.arange(d), [Part(x, np.arange(d))]
+    ident = np.arange(d)
+    x = [Part(x, ident)]
 
     def project(w_, b_, mp):
         return linear(g, x, w_, b_, mp, ident, opts)[0].name

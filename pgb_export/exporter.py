@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from pruning import bert, cost, modeldir, repermute
-from pruning.batching import make_batches, predict
+from pruning.batching import first_rows, make_batches, predict
 from pruning.families import family
 from pruning.heads import HEADS, QUESTION_ANSWERING, head_named
 from pruning.jsonfile import write_atomic
@@ -364,13 +364,7 @@ def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
 def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_len: int) -> list[dict]:
     """The first CALIBRATION_ROWS dev rows as batched for the dev metric, else the texts."""
     if dev_set:
-        out, rows = [], 0
-        for b in dev_set.batches:
-            if rows >= CALIBRATION_ROWS:
-                break
-            out.append(b)
-            rows += len(b["input_ids"])
-        return out
+        return first_rows(dev_set.batches, CALIBRATION_ROWS)
     a, b = zip(*texts) if isinstance(texts[0], tuple) else (texts, None)
     enc = tok(list(a), list(b) if b else None, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return [{k: enc[k] for k in family(model).inputs if k in enc}]

@@ -63,6 +63,17 @@ def make_batches(encoded: Sequence[dict], batch_size: int = 32, shuffle: bool = 
     return batches
 
 
+def first_rows(batches: Sequence[dict], rows: int) -> list[dict]:
+    """The leading batches that hold at least `rows` rows (all of them if they hold fewer)."""
+    out, held = [], 0
+    for b in batches:
+        if held >= rows:
+            break
+        out.append(b)
+        held += len(b["input_ids"])
+    return out
+
+
 def model_args(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     """The keys of `batch` the model's forward takes."""
     return {k: batch[k] for k in family(model).inputs if k in batch}

@@ -18,6 +18,20 @@ from .batching import model_args
 from .heads import head_named
 
 
+def _last_epoch_steps(batches: int, epochs: float) -> int:
+    """Batches run in the fractional last epoch of `epochs` (at least one)."""
+    return max(1, round((epochs - int(epochs)) * batches))
+
+
+def step_count(batches_per_epoch: int, epochs: float) -> int:
+    """How many optimizer steps `finetune` takes over `epochs` of that many batches."""
+    if batches_per_epoch == 0:
+        return 0
+    whole = int(epochs)
+    return whole * batches_per_epoch + (min(batches_per_epoch, _last_epoch_steps(batches_per_epoch, epochs))
+                                        if epochs > whole else 0)
+
+
 def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
              lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
              weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
@@ -34,10 +48,10 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
     if masks is not None:
         weights = {r.name: bert.linear(model, r).weight for r in bert.matrices(model)}
     plan = []
-    whole, frac = int(epochs), epochs - int(epochs)
-    for e in range(whole + (frac > 0)):
+    whole = int(epochs)
+    for e in range(whole + (epochs > whole)):
         batches = epoch_batches(e)
-        plan.append(batches if e < whole else batches[:max(1, round(frac * len(batches)))])
+        plan.append(batches if e < whole else batches[:_last_epoch_steps(len(batches), epochs)])
     total = sum(len(b) for b in plan)
     if total == 0:
         return []

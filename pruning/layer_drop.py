@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert, compensation
-from .batching import model_args
+from .batching import first_rows, model_args
 from .heads import head_named
 from .budget import TOLERANCE
 from .plan import Plan
@@ -99,11 +99,7 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
     costs = drop_costs(model, refs, held, progress)
     order = sorted(costs, key=lambda s: costs[s])
     weights = _Weights(model, refs)
-    few = []
-    for b in samples:
-        if sum(len(x["input_ids"]) for x in few) >= COMPENSATION_SAMPLES:
-            break
-        few.append(b)
+    few = first_rows(samples, COMPENSATION_SAMPLES)
     trials = []
     for k in tqdm(range(min(max_drops, len(order)) + 1), desc="layer drops", disable=not progress, unit="plan"):
         drop = frozenset().union(*(s.matrices for s in order[:k]))

@@ -58,7 +58,7 @@ class PruneOptions:
     no_compensation: bool = False
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
-    lr: float | None = None  # None: recovery_lr(steps)
+    lr: float | None = None  # None: recovery_lr(steps, target)
     distill: float = 0.0  # weight of the dense teacher's soft loss in re-finetuning; 0 = off
     temperature: float = 2.0
     batch_size: int = 32
@@ -230,7 +230,7 @@ def prune(opts: PruneOptions) -> dict:
 
     train_rows = train if opts.finetune_samples is None else rng.sample(train, min(opts.finetune_samples, len(train)))
     train_enc = task.encode(tok, train_rows, max_len, inputs, train=True) if opts.finetune_epochs > 0 else []
-    steps = math.ceil(opts.finetune_epochs * math.ceil(len(train_enc) / opts.batch_size))
+    steps = finetune.step_count(math.ceil(len(train_enc) / opts.batch_size), opts.finetune_epochs)
     lr = opts.lr if opts.lr is not None else recovery_lr(steps, opts.target)
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not opts.no_compensation, epochs=opts.finetune_epochs,

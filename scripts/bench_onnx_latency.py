@@ -161,7 +161,7 @@ def main() -> None:
 
     suites = {}
     fixture = Path(args.fixture)
-    dense_model, _ = modeldir.load(fixture)
+    dense_model, tok = modeldir.load(fixture)
     refs = bert.matrices(dense_model)
     hidden = dense_model.config.hidden_size
     dense_bytes = build(dense_model, dense_plan(dense_model)).SerializeToString()
@@ -173,7 +173,6 @@ def main() -> None:
     task = fixture_task(fixture)
     train = load_split(task, "train", glue_dir(None)).examples
     rows = random.Random(0).sample(train, args.samples)
-    _, tok = modeldir.load(fixture)
     samples = make_batches(encode(tok, rows), 32)
     held = make_batches(encode(tok, held_rows(train, rows, 0)), 32)
     scores = importance.score(dense_model, samples, progress=False)

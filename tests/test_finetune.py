@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pruning import bert, budget, finetune, repermute
@@ -17,3 +18,14 @@ def test_structure_stays_frozen_while_blocks_learn():
     assert repermute.violations(model, plan) == []
     changed = [r for r in refs if plan[r.name].groups and not torch.equal(bert.weight(model, r), before[r.name])]
     assert len(changed) == sum(1 for mp in plan.matrices if mp.groups)
+
+
+@pytest.mark.parametrize("batches", [0, 1, 7, 63])
+@pytest.mark.parametrize("epochs", [0.0, 0.1, 0.5, 1.0, 1.3, 2.75, 3.0])
+def test_step_count_is_what_finetune_runs(batches, epochs):
+    model = tiny_bert(hidden=48, layers=1, heads=4, ffn=96)
+    ran = []
+    model.register_forward_hook(lambda m, i, o: ran.append(1))
+    data = random_batches(batches, 2, 6) if batches else []
+    finetune.finetune(model, lambda e: data, epochs, progress=False)
+    assert finetune.step_count(batches, epochs) == len(ran)

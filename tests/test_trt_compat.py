@@ -49,3 +49,21 @@ def test_custom_node_needs_its_plugin_domain_and_opset_range():
     old = exported()
     old.opset_import[0].version = 8
     assert any("outside" in p for p in check(old).problems)
+
+
+def test_quantize_zero_points_must_be_constant_zero():
+    def qdq(zero):
+        inits = [onnx.numpy_helper.from_array(np.array(0.1, np.float32), "s")]
+        inputs = ["x", "s"]
+        if zero is not None:
+            inits.append(onnx.numpy_helper.from_array(np.array(zero, np.int8), "z"))
+            inputs.append("z")
+        nodes = [helper.make_node("QuantizeLinear", inputs, ["q"], name="q"),
+                 helper.make_node("DequantizeLinear", ["q", *inputs[1:]], ["logits"], name="dq")]
+        g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 2])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 2])], inits)
+        return check(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert qdq(0).ok, qdq(0).problems
+    # absent: the default 0 is no zero-point problem (its uint8 output is a type problem)
+    assert qdq(None).problems == ["dq: DequantizeLinear on UINT8 tensor 'q' is not supported"]
+    assert sum("zero point must be a constant 0" in p for p in qdq(3).problems) == 2
