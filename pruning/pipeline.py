@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import ablations, bert, budget, compensation, cost, finetune, grouping, importance, layer_drop, modeldir, repermute
 from .batching import evaluate, make_batches
@@ -94,20 +95,30 @@ def embedded_default(task, train: list, opts: PruneOptions) -> Path:
         return target
     print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",
           file=sys.stderr)
+    rows = random.Random(opts.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
+    tune_embedded(task, rows, target, epochs=1, lr=EMBEDDED_LR, batch_size=opts.batch_size,
+                  max_len=opts.max_len or task.max_len, seed=opts.seed, progress=opts.progress)
+    return target
+
+
+def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batch_size: int,
+                  max_len: int, seed: int, progress: bool) -> nn.Module:
+    """The embedded MiniLM with a new `task` head, fine-tuned on `rows` and saved to `out`
+    (replaced whole, atomically) with a report.json of the recipe."""
     model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
     if task.is_regression:
         model.config.problem_type = "regression"
-    rows = random.Random(opts.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
-    enc = task.encode(tok, rows, opts.max_len or task.max_len, family(model).inputs, train=True)
-    finetune.finetune(model, lambda e: make_batches(enc, opts.batch_size, True, opts.seed + e),
-                      1, EMBEDDED_LR, seed=opts.seed, progress=opts.progress)
+    enc = task.encode(tok, rows, max_len, family(model).inputs, train=True)
+    finetune.finetune(model, lambda e: make_batches(enc, batch_size, True, seed + e),
+                      epochs, lr, seed=seed, progress=progress)
     model.config.finetuning_task = task.name
-    with modeldir.atomic_dir(target, force=True) as tmp:
+    with modeldir.atomic_dir(out, force=True) as tmp:
         model.save_pretrained(tmp)
         modeldir.save_tokenizer(tok, tmp)
         write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
-                                           "rows": len(rows), "epochs": 1, "lr": EMBEDDED_LR, "seed": opts.seed})
-    return target
+                                           "rows": len(rows), "epochs": epochs, "lr": lr,
+                                           "batch_size": batch_size, "max_len": max_len, "seed": seed})
+    return model.eval()
 
 
 def recover(model, task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import random
 import time
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from pruning import modeldir
 from pruning.batching import encode, evaluate, make_batches
-from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, recover
+from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, recover, recovery_lr
 from pruning.tasks import fixture_task, glue_dir, load_split
-from pruning import bert, cost, importance
+from pruning import bert, cost, finetune, importance
 from pruning.distillation import Distillation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,15 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=str(ROOT.parent / "shared" / "models"))
-    p.add_argument("--fixtures", nargs="+", default=["minilm-sst2", "minilm-mrpc", "minilm-stsb", "minilm-cola"])
-    p.add_argument("--targets", nargs="+", type=float, default=[0.4, 0.5, 0.6, 0.88])
+    p.add_argument("--fixtures", nargs="+", default=["minilm-sst2", "minilm-mrpc", "minilm-stsb", "minilm-cola"],
+                   help="names under --models, or model directories (scripts/make_fixture.py writes them)")
+    p.add_argument("--targets", nargs="*", type=float, default=[0.4, 0.5, 0.6, 0.88])
     p.add_argument("--ablation-target", type=float, default=0.6)
     p.add_argument("--ablations", nargs="*", default=["unstructured", "fixed-g", "no-permutation", "structured"])
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-samples", type=int, default=2000)
-    p.add_argument("--lrs", nargs="+", type=float, default=[3e-5], help="re-finetuning learning rates: one run each")
-    p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["floor"],
+    p.add_argument("--lrs", nargs="+", type=float, default=[None],
+                   help="re-finetuning learning rates, one run each (default: pgb-prune's, by steps and target)")
+    p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["measured"],
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
@@ -48,7 +51,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     for fixture in args.fixtures:
-        path = Path(args.models) / fixture
+        path = Path(fixture) if Path(fixture).is_dir() else Path(args.models) / fixture
         task = fixture_task(path)
         data = glue_dir(None)
         train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
@@ -67,7 +70,9 @@ def main() -> None:
         runs = [(t, "none", a, lr) for t in args.targets for a in args.allocations for lr in args.lrs]
         runs += [(args.ablation_target, a, args.allocations[0], lr) for a in args.ablations for lr in args.lrs]
         distill = Distillation(args.distill, args.temperature) if args.distill else None
+        steps = finetune.step_count(math.ceil(len(train_enc) / 32), args.finetune_epochs)
         for target, ablation, allocation, lr in runs:
+            lr = lr if lr is not None else recovery_lr(steps, target)
             model, _ = modeldir.load(path)
             t = time.perf_counter()
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
@@ -75,8 +80,8 @@ def main() -> None:
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
                                  epochs=args.finetune_epochs, lr=lr, batch_size=32, seed=0,
                                  progress=False, distill=distill)
-            row = {"fixture": fixture, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation, "allocation": allocation, "lr": lr,
+            row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
+                   "target": target, "ablation": ablation, "allocation": allocation, "lr": lr, "steps": steps,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
                    "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),

@@ -1,8 +1,10 @@
+import json
+
 import pytest
 import torch
 
 from pruning import bert, budget, finetune, repermute
-from tests.conftest import random_batches, tiny_bert
+from tests.conftest import needs_shared, random_batches, tiny_bert
 from tests.test_budget import fake_scores
 
 
@@ -29,3 +31,27 @@ def test_step_count_is_what_finetune_runs(batches, epochs):
     data = random_batches(batches, 2, 6) if batches else []
     finetune.finetune(model, lambda e: data, epochs, progress=False)
     assert finetune.step_count(batches, epochs) == len(ran)
+
+
+@needs_shared
+@pytest.mark.parametrize("task_name", ["rte", "stsb"])
+def test_tune_embedded_saves_what_it_trained(tmp_path, task_name):
+    """The embedded default and scripts/make_fixture.py share this step: a new head for the
+    task, fine-tuned, and the directory holds exactly the weights that were trained."""
+    from pruning import modeldir
+    from pruning.pipeline import tune_embedded
+    from pruning.tasks import get_task, glue_dir, load_split
+
+    task = get_task(task_name)
+    rows = load_split(task, "train", glue_dir(None)).examples[:16]
+    model = tune_embedded(task, rows, tmp_path / "m", epochs=1, lr=1e-3, batch_size=8, max_len=32,
+                          seed=0, progress=False)
+    saved, _ = modeldir.load(tmp_path / "m")
+    assert saved.config.num_labels == task.num_labels
+    assert (saved.config.problem_type == "regression") == task.is_regression
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    encoder, _ = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(saved.state_dict()[name], encoder.state_dict()[name])  # two steps moved it
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert (report["rows"], report["epochs"], report["batch_size"], report["max_len"]) == (16, 1, 8, 32)
