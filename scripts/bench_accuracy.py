@@ -42,6 +42,7 @@ def main() -> None:
                    help="re-finetuning learning rates, one run each (default: pgb-prune's, by steps and target)")
     p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["measured"],
                    help="PGB budget allocations: one run each (ablations use the first)")
+    p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-len", type=int, default=128)
@@ -70,7 +71,7 @@ def main() -> None:
         runs = [(t, "none", a, lr) for t in args.targets for a in args.allocations for lr in args.lrs]
         runs += [(args.ablation_target, a, args.allocations[0], lr) for a in args.ablations for lr in args.lrs]
         distill = Distillation(args.distill, args.temperature) if args.distill else None
-        steps = finetune.step_count(math.ceil(len(train_enc) / 32), args.finetune_epochs)
+        steps = finetune.step_count(math.ceil(len(train_enc) / args.batch_size), args.finetune_epochs)
         for target, ablation, allocation, lr in runs:
             lr = lr if lr is not None else recovery_lr(steps, target)
             model, _ = modeldir.load(path)
@@ -78,10 +79,10 @@ def main() -> None:
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
                                              samples=samples, held=held)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
-                                 epochs=args.finetune_epochs, lr=lr, batch_size=32, seed=0,
+                                 epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=0,
                                  progress=False, distill=distill)
             row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation, "allocation": allocation, "lr": lr, "steps": steps,
+                   "target": target, "ablation": ablation, "allocation": allocation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
                    "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),

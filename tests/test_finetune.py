@@ -55,3 +55,23 @@ def test_tune_embedded_saves_what_it_trained(tmp_path, task_name):
     assert not torch.equal(saved.state_dict()[name], encoder.state_dict()[name])  # two steps moved it
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert (report["rows"], report["epochs"], report["batch_size"], report["max_len"]) == (16, 1, 8, 32)
+
+
+@needs_shared
+def test_embedded_default_tunes_once_and_caches(tmp_path, monkeypatch):
+    from pruning import pipeline
+    from pruning.tasks import get_task, glue_dir, load_split
+
+    monkeypatch.setenv("PGB_CACHE", str(tmp_path))
+    monkeypatch.setattr(pipeline, "EMBEDDED_ROWS", 8)
+    task = get_task("rte")
+    train = load_split(task, "train", glue_dir(None)).examples
+    opts = pipeline.PruneOptions(out=str(tmp_path / "out"), target=0.5, task="rte", batch_size=8,
+                                 max_len=32, progress=False)
+    path = pipeline.embedded_default(task, train, opts)
+    assert path == pipeline.embedded_cache(task, 32, 0) and path.parent == tmp_path
+    report = json.loads((path / "report.json").read_text())
+    assert (report["rows"], report["epochs"], report["lr"], report["max_len"]) == (8, 1, pipeline.EMBEDDED_LR, 32)
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert pipeline.embedded_default(task, train, opts) == path  # cached: not tuned again
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
