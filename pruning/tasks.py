@@ -75,10 +75,11 @@ class Task:
         return encode(tokenizer, examples, max_len, inputs)
 
     def trivial(self, batches) -> float | None:
-        """The main metric of the best constant prediction (always one class), or None for
-        regression: a model at or below it has learned nothing."""
+        """The main metric of the best constant prediction (always one class; for regression
+        a constant, whose correlation with anything is 0): a model at or below it has learned
+        nothing."""
         if self.is_regression:
-            return None
+            return 0.0
         labels = np.concatenate([b["labels"].numpy() for b in batches])
         return max(metrics(self, np.eye(self.num_labels)[np.full(len(labels), c)], labels)[self.main_metric]
                    for c in range(self.num_labels))

@@ -89,7 +89,7 @@ def test_trivial_baseline_is_the_best_constant_prediction():
     batches = [{"labels": torch.tensor([1, 1, 0])}, {"labels": torch.tensor([1, 0])}]
     assert sst2.trivial(batches) == pytest.approx(3 / 5)  # always "positive"
     assert cola.trivial(batches) == 0.0  # MCC of a constant is 0
-    assert stsb.trivial([{"labels": torch.tensor([1.0, 2.0])}]) is None
+    assert stsb.trivial([{"labels": torch.tensor([1.0, 2.0])}]) == 0.0  # a constant correlates with nothing
 
 
 def test_a_collapsed_model_is_reported_not_shipped_silently():
@@ -98,7 +98,17 @@ def test_a_collapsed_model_is_reported_not_shipped_silently():
     from pruning.pipeline import PruneOptions, _collapse_warning
     batches = [{"labels": torch.tensor([1, 1, 0, 1])}]
     opts = PruneOptions(out="x", target=0.88)
-    warned = _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.75}, opts)
+    dense = {"accuracy": 0.95}
+    warned = _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.75}, opts)
     assert len(warned) == 1 and "collapsed" in warned[0] and "--finetune-epochs 3" in warned[0]
-    assert _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.9}, opts) == []
-    assert _collapse_warning(get_task("stsb"), [{"labels": torch.tensor([1.0])}], {"spearman": 0.1}, opts) == []
+    assert _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.9}, opts) == []
+    # above the constant's 0.75, but with 0.84 only 45 % of the dense model's lead of 0.20 is left
+    warned = _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.84}, opts)
+    assert len(warned) == 1 and "keeps 45%" in warned[0] and "--lr 1e-4" in warned[0]
+    assert _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.86}, opts) == []
+    # regression: STS-B at 0.88 with the CPU budget kept Spearman 0.138 of the dense 0.862
+    stsb = [{"labels": torch.tensor([1.0, 4.0])}]
+    warned = _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.138}, opts)
+    assert len(warned) == 1 and "keeps 16%" in warned[0] and "constant prediction" in warned[0]
+    assert "collapsed" in _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.01}, opts)[0]
+    assert _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.85}, opts) == []
