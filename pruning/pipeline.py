@@ -102,9 +102,9 @@ def embedded_default(task, train: list, opts: PruneOptions) -> Path:
 
 
 def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batch_size: int,
-                  max_len: int, seed: int, progress: bool) -> nn.Module:
-    """The embedded MiniLM with a new `task` head, fine-tuned on `rows` and saved to `out`
-    (replaced whole, atomically) with a report.json of the recipe."""
+                  max_len: int, seed: int, progress: bool) -> tuple[nn.Module, object]:
+    """(model, tokenizer): the embedded MiniLM with a new `task` head, fine-tuned on `rows` and
+    saved to `out` (replaced whole, atomically) with a report.json of the recipe."""
     model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
     if task.is_regression:
         model.config.problem_type = "regression"
@@ -118,7 +118,7 @@ def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batc
         write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
                                            "rows": len(rows), "epochs": epochs, "lr": lr,
                                            "batch_size": batch_size, "max_len": max_len, "seed": seed})
-    return model.eval()
+    return model.eval(), tok
 
 
 def recover(model, task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
@@ -311,8 +311,9 @@ def _collapse_warning(task, dev_batches: list, dense: dict, final: dict, opts: P
         return [f"the pruned model's {metric} {final[metric]:.4f} is at the level of {constant} "
                 f"({trivial:.4f}): it has collapsed. {advice}"]
     lead = dense[metric] - trivial
-    if lead > 0 and (final[metric] - trivial) / lead < LEAD_KEPT:
-        return [f"the pruned model's {metric} {final[metric]:.4f} keeps {(final[metric] - trivial) / lead:.0%} of "
+    kept = (final[metric] - trivial) / lead if lead > 0 else 1.0
+    if kept < LEAD_KEPT:
+        return [f"the pruned model's {metric} {final[metric]:.4f} keeps {kept:.0%} of "
                 f"the dense model's lead ({dense[metric]:.4f}) over {constant} ({trivial:.4f}). {advice}"]
     return []
 

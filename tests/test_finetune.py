@@ -44,7 +44,7 @@ def test_tune_embedded_saves_what_it_trained(tmp_path, task_name):
 
     task = get_task(task_name)
     rows = load_split(task, "train", glue_dir(None)).examples[:16]
-    model = tune_embedded(task, rows, tmp_path / "m", epochs=1, lr=1e-3, batch_size=8, max_len=32,
+    model, _ = tune_embedded(task, rows, tmp_path / "m", epochs=1, lr=1e-3, batch_size=8, max_len=32,
                           seed=0, progress=False)
     saved, _ = modeldir.load(tmp_path / "m")
     assert saved.config.num_labels == task.num_labels
