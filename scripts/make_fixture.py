@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from pruning.batching import encode, evaluate, make_batches  # noqa: E402
 from pruning.jsonfile import write_atomic  # noqa: E402
 from pruning.pipeline import tune_embedded  # noqa: E402
-from pruning.tasks import get_task, glue_dir, load_split  # noqa: E402
+from pruning.tasks import DataError, get_task, glue_dir, load_split  # noqa: E402
 
 
 def main() -> None:
@@ -33,9 +33,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    task = get_task(args.task)
-    data = glue_dir(None)
-    train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
+    try:
+        task = get_task(args.task)
+        data = glue_dir(None)
+        train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
+    except DataError as e:
+        print(f"make_fixture: {e}", file=sys.stderr)
+        sys.exit(2)
     t = time.perf_counter()
     model, tok = tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr,
                           batch_size=args.batch_size, max_len=args.max_len, seed=args.seed,
