@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pruning import ablations, bert, modeldir
-from pruning.pipeline import ALLOCATIONS, EMBEDDED_ROWS, PruneOptions, prune
+from pruning.pipeline import ALLOCATIONS, EMBEDDED_ROWS, DeviceUnavailable, PruneOptions, prune
 
 from . import __version__
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
+    p.add_argument("--device", default="auto",
+                   help="where scoring, compensation and re-finetuning run: auto (a CUDA GPU when torch sees "
+                        "one, else the CPU), cpu, cuda or cuda:N; the saved model is the same either way, up to "
+                        "floating-point order (default auto)")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -103,7 +107,7 @@ def options(args) -> PruneOptions:
         tau=args.tau, no_compensation=args.no_compensation, finetune_epochs=args.finetune_epochs,
         finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
         batch_size=args.batch_size, max_len=args.max_len,
-        ablation=args.ablation, allocation=args.allocation, seed=args.seed, force=args.force, progress=not args.quiet, source=args.source)
+        ablation=args.ablation, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out} (model, pgb.json, report.json)")
         return 0
 
-    return run("pgb-prune", go)
+    return run("pgb-prune", go, (DeviceUnavailable,))
 
 
 if __name__ == "__main__":

@@ -79,12 +79,20 @@ def model_args(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in family(model).inputs if k in batch}
 
 
+def on_device(model: nn.Module, batch: dict) -> dict:
+    """`batch` with its tensors on the model's device: batches are built and kept on the CPU
+    (task metrics read their labels there), and each step moves the one it runs."""
+    device = next(model.parameters()).device
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 @torch.no_grad()
 def predict(model: nn.Module, batches: Sequence[dict], progress: bool = False) -> list[dict[str, np.ndarray]]:
     """The head's outputs for each batch, by output name."""
     model.eval()
     head = head_named(model)
-    return [dict(zip(head.outputs, (t.float().numpy() for t in head.outputs_of(model(**model_args(model, b))))))
+    return [dict(zip(head.outputs, (t.float().cpu().numpy()
+                                    for t in head.outputs_of(model(**model_args(model, on_device(model, b)))))))
             for b in tqdm(batches, desc="predict", disable=not progress, unit="batch")]
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert
+from .batching import model_args, on_device
 
 STAGES = (("query", "key", "value"), ("attn_out",), ("ffn1",), ("ffn2",))
 
@@ -61,7 +62,7 @@ class _Gram:
     """Accumulates H = X^T X of one linear's input over the non-padding tokens."""
 
     def __init__(self, lin: nn.Linear):
-        self.h = torch.zeros(lin.in_features, lin.in_features, dtype=torch.float64)
+        self.h = torch.zeros(lin.in_features, lin.in_features, dtype=torch.float64, device=lin.weight.device)
         self.tokens: torch.Tensor | None = None  # (B, T) bool, set per batch
         self._hook = lin.register_forward_hook(self._forward)
 
@@ -84,7 +85,7 @@ def _layer_inputs(model: nn.Module, batches: Iterable[dict]) -> list[tuple]:
     hook = bert.encoder_layers(model)[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
         for batch in batches:
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            inputs = model_args(model, on_device(model, batch))
             try:
                 model(**inputs)
             except _Stop:
@@ -134,15 +135,16 @@ def compensate(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: Ite
                         g.remove()
                 for r in stage_refs:
                     lin = bert.linear(model, r)
-                    w, mask = bert.weight(model, r), masks[r.name]
+                    # the solves run on the CPU: float64 Cholesky per support, small and exact
+                    w, mask = bert.weight(model, r).cpu(), masks[r.name]
                     if r.name in grams:
-                        h = grams[r.name].h
+                        h = grams[r.name].h.cpu()
                         new = masked_ridge(h, w, mask, damp)
                         report[r.name] = {"before": reconstruction_error(h, w, w * mask),
                                           "after": reconstruction_error(h, w, new)}
                     else:
                         new = w * mask
-                    lin.weight.copy_(new.T.to(lin.weight.dtype))
+                    lin.weight.copy_(new.T.to(lin.weight))
             outs = _run(layers[i], cache)
             for entry, out in zip(cache, outs):
                 entry[0] = out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .batching import make_batches, model_args
+from .batching import make_batches, model_args, on_device
 from .heads import Head, head_named
 
 PREFIX = "teacher_"  # batch keys holding the teacher's outputs
@@ -54,7 +54,7 @@ def attach_teacher(model: nn.Module, encoded: Sequence[dict], batch_size: int = 
     out_rows = []
     for start in range(0, len(encoded), batch_size):
         rows = encoded[start:start + batch_size]
-        batch = make_batches(rows, len(rows), pad_id=pad_id)[0]
+        batch = on_device(model, make_batches(rows, len(rows), pad_id=pad_id)[0])
         values = head.outputs_of(model(**model_args(model, batch)))
         for i, row in enumerate(rows):
             extra = {}

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert
-from .batching import model_args
+from .batching import model_args, on_device
 from .heads import head_named
 
 
@@ -69,6 +69,7 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
     for batches in plan:
         running = 0.0
         for batch in batches:
+            batch = on_device(model, batch)
             out = model(**model_args(model, batch))
             loss = head.loss(out, batch)
             loss = (distill.loss(head, out, batch, loss) if distill else loss).mean()
@@ -80,7 +81,7 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
             if masks is not None:
                 with torch.no_grad():
                     for name, w in weights.items():
-                        w.mul_(masks[name].T.to(w.dtype))
+                        w.mul_(masks[name].T.to(w))
             running += loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")

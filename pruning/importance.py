@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert
-from .batching import model_args
+from .batching import model_args, on_device
 from .heads import Loss, head_named
 
 Scores = dict[str, torch.Tensor]  # matrix name -> saliency, (M, N) = (in, out)
@@ -69,11 +69,12 @@ def score(model: nn.Module, batches: Iterable[dict], loss_fn: Loss | None = None
     try:
         for batch in tqdm(batches, desc="importance", disable=not progress, unit="batch"):
             model.zero_grad(set_to_none=True)
+            batch = on_device(model, batch)
             losses = loss_fn(model(**model_args(model, batch)), batch)
             losses.sum().backward()  # sum, not mean: each sample's own gradient
         model.zero_grad(set_to_none=True)
         return {r.name: (0.5 * bert.linear(model, r).weight.detach().float().square()
-                         * accs[r.name].fisher()).T.contiguous() for r in refs}
+                         * accs[r.name].fisher()).T.cpu().contiguous() for r in refs}
     finally:
         for acc in accs.values():
             acc.remove()

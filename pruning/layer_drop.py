@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import bert, compensation
-from .batching import first_rows, model_args
+from .batching import first_rows, model_args, on_device
 from .heads import head_named
 from .budget import TOLERANCE
 from .plan import Plan
@@ -57,7 +57,10 @@ def calibration_loss(model: nn.Module, batches: Sequence[dict]) -> float:
     """Mean per-sample task loss (the head's own) over `batches`."""
     model.eval()
     head = head_named(model)
-    total = sum(float(head.loss(model(**model_args(model, b)), b).sum()) for b in batches)
+    total = 0.0
+    for b in batches:
+        b = on_device(model, b)
+        total += float(head.loss(model(**model_args(model, b)), b).sum())
     return total / max(1, sum(len(b["input_ids"]) for b in batches))
 
 

@@ -41,6 +41,28 @@ def recovery_lr(steps: int, target: float) -> float:
     return HIGH_LR if steps <= SHORT_STEPS and target >= HIGH_TARGET else PAPER_LR
 
 
+class DeviceUnavailable(ValueError):
+    """--device names a device this machine does not have."""
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: the first CUDA GPU when torch sees one, else the CPU; or a torch device name
+    (cpu, cuda, cuda:1), checked to exist before minutes of work."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailable(f"--device {name!r:.40} is not a device name (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise DeviceUnavailable(f"--device {name} asks for a CUDA GPU, and torch sees "
+                                f"{torch.cuda.device_count()} here")
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceUnavailable(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
 @dataclass(frozen=True)
 class PruneOptions:
     """What to prune and how; the CLI's flags, checked there (cli_common.number and friends)."""
@@ -67,6 +89,7 @@ class PruneOptions:
     ablation: str = "none"
     allocation: str = "measured"  # ALLOCATIONS; ahead of floor on 4 of 4, of paper on 2 of 4 (BENCHMARKS.md)
     seed: int = 0
+    device: str = "auto"  # pick_device; the saved model is on the CPU whatever ran it
     force: bool = False
     progress: bool = True
     source: str | None = None  # the model as the user named it (a Hub id stays one)
@@ -97,20 +120,25 @@ def embedded_default(task, train: list, opts: PruneOptions) -> Path:
           file=sys.stderr)
     rows = random.Random(opts.seed).sample(train, min(EMBEDDED_ROWS, len(train)))
     tune_embedded(task, rows, target, epochs=1, lr=EMBEDDED_LR, batch_size=opts.batch_size,
-                  max_len=opts.max_len or task.max_len, seed=opts.seed, progress=opts.progress)
+                  max_len=opts.max_len or task.max_len, seed=opts.seed, progress=opts.progress,
+                  device=pick_device(opts.device))
     return target
 
 
 def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batch_size: int,
-                  max_len: int, seed: int, progress: bool) -> tuple[nn.Module, object]:
-    """(model, tokenizer): the embedded MiniLM with a new `task` head, fine-tuned on `rows` and
-    saved to `out` (replaced whole, atomically) with a report.json of the recipe."""
+                  max_len: int, seed: int, progress: bool,
+                  device: torch.device = torch.device("cpu")) -> tuple[nn.Module, object]:
+    """(model, tokenizer): the embedded MiniLM with a new `task` head, fine-tuned on `rows` (on
+    `device`) and saved to `out` (replaced whole, atomically) with a report.json of the recipe;
+    the model comes back on the CPU."""
     model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
+    model.to(device)
     if task.is_regression:
         model.config.problem_type = "regression"
     enc = task.encode(tok, rows, max_len, family(model).inputs, train=True)
     finetune.finetune(model, lambda e: make_batches(enc, batch_size, True, seed + e),
                       epochs, lr, seed=seed, progress=progress)
+    model.to("cpu")
     model.config.finetuning_task = task.name
     with modeldir.atomic_dir(out, force=True) as tmp:
         model.save_pretrained(tmp)
@@ -189,6 +217,7 @@ def prune(opts: PruneOptions) -> dict:
         clock = now
 
     modeldir.check_output(opts.out, opts.inputs(), opts.force)  # before minutes of work, not after
+    device = pick_device(opts.device)
     files = opts.data_files
     if opts.model_dir:
         modeldir.check_model_dir(opts.model_dir)
@@ -212,6 +241,7 @@ def prune(opts: PruneOptions) -> dict:
     modeldir.name_labels(model.config, task.label_names)
     train, dev = splits["train"].examples, splits["dev"].examples
     max_len = modeldir.max_tokens(model.config, opts.max_len or task.max_len)
+    model.to(device)
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     sample_rows = rng.sample(train, min(opts.samples, len(train)))
@@ -249,6 +279,7 @@ def prune(opts: PruneOptions) -> dict:
                               progress=progress, pad_id=pad, lap=lap,
                               distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)
     metrics.update(recovered)
+    model.to("cpu")
 
     warnings = _collapse_warning(task, dev_batches, metrics["dense"], metrics["final"], opts)
     for w in warnings:
@@ -267,7 +298,8 @@ def prune(opts: PruneOptions) -> dict:
         "ratio_counts": "live weights: a matrix that a dropped partner makes dead counts as removed",
         "params_live": cost.kept_params(cost.live(refs, masks)),
         "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
-        "metrics": metrics, "warnings": warnings, "seconds": seconds, "data": _data_report(splits),
+        "metrics": metrics, "warnings": warnings, "seconds": seconds, "device": str(device),
+        "data": _data_report(splits),
         "recovery": {"steps": steps, "lr": lr, "lr_from": "--lr" if opts.lr is not None else
                      f"default: {HIGH_LR:g} for at most {SHORT_STEPS} steps at a target of {HIGH_TARGET} or more, "
                      f"else {PAPER_LR:g}"},

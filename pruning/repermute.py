@@ -33,7 +33,7 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for ref in bert.matrices(model):
             w = bert.linear(model, ref).weight
-            w.mul_(masks[ref.name].T.to(w.dtype))
+            w.mul_(masks[ref.name].T.to(w))
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> dict[str, torch.Tensor]:

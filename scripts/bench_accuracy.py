@@ -17,9 +17,11 @@ import random
 import time
 from pathlib import Path
 
+import torch
+
 from pruning import modeldir
 from pruning.batching import encode, evaluate, make_batches
-from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, recover, recovery_lr
+from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, pick_device, recover, recovery_lr
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, finetune, importance
 from pruning.distillation import Distillation
@@ -46,17 +48,21 @@ def main() -> None:
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--glue-dir", help="GLUE TSV root (default: pgb-prune's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto, pgb-prune's)")
     p.add_argument("--out", default="bench/accuracy.jsonl")
     args = p.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    device = pick_device(args.device)
 
     for fixture in args.fixtures:
         path = Path(fixture) if Path(fixture).is_dir() else Path(args.models) / fixture
         task = fixture_task(path)
-        data = glue_dir(None)
+        data = glue_dir(args.glue_dir)
         train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
         model, tok = modeldir.load(path)
+        model.to(device)
         rng = random.Random(0)
         sample_rows = rng.sample(train, min(args.samples, len(train)))
         samples = make_batches(encode(tok, sample_rows, args.max_len), 32)
@@ -75,6 +81,7 @@ def main() -> None:
         for target, ablation, allocation, lr in runs:
             lr = lr if lr is not None else recovery_lr(steps, target)
             model, _ = modeldir.load(path)
+            model.to(device)
             t = time.perf_counter()
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
                                              samples=samples, held=held)
@@ -95,6 +102,7 @@ def main() -> None:
                    "finetune_samples": args.finetune_samples, "score_seconds": round(score_s, 1),
                    "run_seconds": round(time.perf_counter() - t, 1),
                    "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "date": time.strftime("%Y-%m-%d")}
             print(json.dumps(row), flush=True)
             with out.open("a") as f:

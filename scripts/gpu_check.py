@@ -2,6 +2,7 @@
 
 Steps, each recorded as passed, failed or skipped (with the reason):
   kernel_tests   tests/test_kernel.py and tests/test_plugin_aot.py on CUDA
+  device_tests   tests/test_device.py: pgb-prune's steps on CUDA against the CPU
   bench_gpu      scripts/bench_gpu.py: dense cuBLAS vs split, batched and the fused kernel,
                  per layer and end to end, CUDA graphs
   engine_tests   tests/test_trt_engine.py, where `tensorrt` imports
@@ -85,6 +86,7 @@ def main() -> int:
         plan = {
             "kernel_tests": (no_gpu if not gpu else None, lambda: pytest_step(["tests/test_kernel.py",
                                                                                "tests/test_plugin_aot.py"], tmp)),
+            "device_tests": (no_gpu if not gpu else None, lambda: pytest_step(["tests/test_device.py"], tmp)),
             "bench_gpu": (no_gpu if not gpu else None, lambda: script_step("scripts/bench_gpu.py", tmp)),
             "engine_tests": (trt_missing, lambda: pytest_step(["tests/test_trt_engine.py"], tmp)),
             "bench_engines": (no_gpu if not gpu else None, lambda: script_step("scripts/bench_engines.py", tmp)),

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from pruning.batching import encode, evaluate, make_batches  # noqa: E402
 from pruning.jsonfile import write_atomic  # noqa: E402
-from pruning.pipeline import tune_embedded  # noqa: E402
+from pruning.pipeline import DeviceUnavailable, pick_device, tune_embedded  # noqa: E402
 from pruning.tasks import DataError, get_task, glue_dir, load_split  # noqa: E402
 
 
@@ -31,19 +31,21 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     args = p.parse_args()
 
     try:
         task = get_task(args.task)
         data = glue_dir(None)
         train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
-    except DataError as e:
+        device = pick_device(args.device)
+    except (DataError, DeviceUnavailable) as e:
         print(f"make_fixture: {e}", file=sys.stderr)
         sys.exit(2)
     t = time.perf_counter()
     model, tok = tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr,
                           batch_size=args.batch_size, max_len=args.max_len, seed=args.seed,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), device=device)
     seconds = round(time.perf_counter() - t)
     metrics = evaluate(model, task, make_batches(encode(tok, dev, 128), 64))
     write_atomic(Path(args.out) / "fixture.json", {

@@ -22,7 +22,7 @@ def test_without_a_gpu_every_step_says_why(tmp_path):
                        timeout=300, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
-    assert set(report["steps"]) == {"kernel_tests", "bench_gpu", "engine_tests", "bench_engines"}
+    assert set(report["steps"]) == {"kernel_tests", "device_tests", "bench_gpu", "engine_tests", "bench_engines"}
     assert report["gpu"] is None
     assert all(s["status"] == "skipped" and "no CUDA GPU" in s["reason"] for s in report["steps"].values())
 

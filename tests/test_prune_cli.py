@@ -48,6 +48,13 @@ def test_bad_input_one_line_nothing_written(tmp_path, args, needle):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the GPU the test asks for")
+def test_missing_gpu_is_one_line_and_nothing_written(tmp_path):
+    assert_clean_error(prune(SST2, "--task", "sst2", "--target", "0.5", "--device", "cuda",
+                             "--out", str(tmp_path / "out")), "asks for a CUDA GPU, and torch sees 0 here")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_version():
     r = subprocess.run([sys.executable, "-m", "pgb_export.prune_cli", "--version"], capture_output=True, text=True)
     from pgb_export import __version__
@@ -90,6 +97,7 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
     assert report["metrics"]["vanilla"]["accuracy"] > 0.6
     assert {"importance", "planning", "compensation", "finetune"} <= set(report["seconds"])
+    assert report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
     assert report["recovery"]["steps"] == 2 and report["recovery"]["lr"] == 3e-5  # short, but at 0.5: the paper's
     assert report["settings"]["lr"] is None and "default" in report["recovery"]["lr_from"]
     assert report["data"]["dev"] == {"source": str(GLUE / "SST-2" / "dev.tsv"), "rows": 872, "used": 872, "skipped": 0}
