@@ -32,6 +32,11 @@ def step_count(batches_per_epoch: int, epochs: float) -> int:
                                         if epochs > whole else 0)
 
 
+def recovery_steps(rows: int, batch_size: int, epochs: float) -> int:
+    """Optimizer steps of re-finetuning on `rows` rows in batches of `batch_size`."""
+    return step_count(-(-rows // batch_size), epochs)
+
+
 def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
              lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
              weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,

@@ -5,10 +5,10 @@ PruneOptions and calls `prune`; benchmarks and tests call it, or its `recover` s
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,11 +126,12 @@ def embedded_default(task, train: list, opts: PruneOptions) -> Path:
 
 
 def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batch_size: int,
-                  max_len: int, seed: int, progress: bool,
-                  device: torch.device = torch.device("cpu")) -> tuple[nn.Module, object]:
+                  max_len: int, seed: int, progress: bool, device: torch.device = torch.device("cpu"),
+                  more_files: Callable[[nn.Module, object], dict[str, dict]] | None = None,
+                  ) -> tuple[nn.Module, object]:
     """(model, tokenizer): the embedded MiniLM with a new `task` head, fine-tuned on `rows` (on
-    `device`) and saved to `out` (replaced whole, atomically) with a report.json of the recipe;
-    the model comes back on the CPU."""
+    `device`) and saved to `out` (replaced whole, atomically) with a report.json of the recipe
+    and the JSON files `more_files(model, tokenizer)` names; the model comes back on the CPU."""
     model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
     model.to(device)
     if task.is_regression:
@@ -146,6 +147,8 @@ def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batc
         write_atomic(tmp / "report.json", {"model_dir": str(modeldir.embedded_encoder()), "task": task.name,
                                            "rows": len(rows), "epochs": epochs, "lr": lr,
                                            "batch_size": batch_size, "max_len": max_len, "seed": seed})
+        for name, content in (more_files(model.eval(), tok) if more_files else {}).items():
+            write_atomic(tmp / name, content)
     return model.eval(), tok
 
 
@@ -271,7 +274,7 @@ def prune(opts: PruneOptions) -> dict:
 
     train_rows = train if opts.finetune_samples is None else rng.sample(train, min(opts.finetune_samples, len(train)))
     train_enc = task.encode(tok, train_rows, max_len, inputs, train=True) if opts.finetune_epochs > 0 else []
-    steps = finetune.step_count(math.ceil(len(train_enc) / opts.batch_size), opts.finetune_epochs)
+    steps = finetune.recovery_steps(len(train_enc), opts.batch_size, opts.finetune_epochs)
     lr = opts.lr if opts.lr is not None else recovery_lr(steps, opts.target)
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
                               compensate=not opts.no_compensation, epochs=opts.finetune_epochs,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
 import time
@@ -77,7 +76,7 @@ def main() -> None:
         runs = [(t, "none", a, lr) for t in args.targets for a in args.allocations for lr in args.lrs]
         runs += [(args.ablation_target, a, args.allocations[0], lr) for a in args.ablations for lr in args.lrs]
         distill = Distillation(args.distill, args.temperature) if args.distill else None
-        steps = finetune.step_count(math.ceil(len(train_enc) / args.batch_size), args.finetune_epochs)
+        steps = finetune.recovery_steps(len(train_enc), args.batch_size, args.finetune_epochs)
         for target, ablation, allocation, lr in runs:
             lr = lr if lr is not None else recovery_lr(steps, target)
             model, _ = modeldir.load(path)

