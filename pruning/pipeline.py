@@ -132,6 +132,7 @@ def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batc
     """(model, tokenizer): the embedded MiniLM with a new `task` head, fine-tuned on `rows` (on
     `device`) and saved to `out` (replaced whole, atomically) with a report.json of the recipe
     and the JSON files `more_files(model, tokenizer)` names; the model comes back on the CPU."""
+    torch.manual_seed(seed)  # the new head's initial weights: by --seed, not by what ran before
     model, tok = modeldir.load(modeldir.embedded_encoder(), num_labels=task.num_labels, new_head=task.head)
     model.to(device)
     if task.is_regression:

@@ -60,6 +60,10 @@ def test_tune_embedded_saves_what_it_trained(tmp_path, task_name):
     assert not torch.equal(saved.state_dict()[name], encoder.state_dict()[name])  # two steps moved it
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert (report["rows"], report["epochs"], report["batch_size"], report["max_len"]) == (16, 1, 8, 32)
+    torch.rand(1000)  # whatever ran before, the same seed gives the same model
+    again, _ = tune_embedded(task, rows, tmp_path / "m2", epochs=1, lr=1e-3, batch_size=8, max_len=32,
+                             seed=0, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 @needs_shared
