@@ -17,6 +17,7 @@ class Graph:
         self.scope = "embeddings"
         self.quantized: dict[str, tuple[str, str, str]] = {}  # activation -> DynamicQuantizeLinear outputs
         self.feature_major: dict[str, str] = {}  # activation -> its features-first transpose
+        self.shared: dict[tuple, str | list[str]] = {}  # (what, input, how) -> outputs several readers share
 
     def name(self, base: str) -> str:
         base = f"{self.scope}/{base}"

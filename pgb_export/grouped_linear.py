@@ -79,16 +79,23 @@ def _plugin_linear(g: Graph, x: str, x_order: np.ndarray, w: np.ndarray, b: np.n
 
 
 def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
-    """x[..., index] for a rank-3 activation (batch, sequence, features). In the transpose
-    form the features-first copy of x is made once and shared by every permutation of x
-    (Q, K and V read the same residual tensor)."""
-    idx = g.const(np.asarray(index, dtype=np.int64), PERMUTATION_INDEX)
+    """x[..., index] for a rank-3 activation (batch, sequence, features), made once however
+    many readers ask for the same one (W_Q, W_K, W_V of a tied plan). In the transpose form
+    the features-first copy of x is made once and shared by every permutation of x (Q, K and
+    V read the same residual tensor)."""
+    index = np.asarray(index, dtype=np.int64)
+    key = ("permute", x, form, index.tobytes())
+    if key in g.shared:
+        return g.shared[key]
+    idx = g.const(index, PERMUTATION_INDEX)
     if form == "gather":
-        return g.op("Gather", [x, idx], "Gather", axis=2)
+        g.shared[key] = g.op("Gather", [x, idx], "Gather", axis=2)
+        return g.shared[key]
     if x not in g.feature_major:
         g.feature_major[x] = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
     t = g.op("Gather", [g.feature_major[x], idx], "Gather", axis=0)
-    return g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
+    g.shared[key] = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
+    return g.shared[key]
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,9 @@ def _aligned(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOptions) 
     whole = _quantize(g, joined(g, x)) if opts.int8 else joined(g, x)
     if _chunk_aligned(whole.order, rchunks):
         return [whole]
-    order = rchunks.reshape(-1)
+    # Each chunk in ascending feature order: readers with the same chunk sets (a tied Q/K/V)
+    # then ask for the same permutation and share it; a block absorbs any order of its rows.
+    order = np.sort(rchunks, axis=1).reshape(-1)
     return [Part(permute_last(g, whole.name, np.argsort(whole.order)[order], opts.permute_form), order,
                  whole.scale, whole.zero)]
 
@@ -194,8 +203,11 @@ def _block_inputs(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOpti
     if len(parts) == len(rchunks):
         return parts
     (whole,), (groups, size) = parts, rchunks.shape
-    names = g.op_multi("Split", [whole.name, g.const(np.full(groups, size, np.int64), "split")], groups,
-                       "Split", axis=-1)
+    key = ("split", whole.name, groups)
+    if key not in g.shared:
+        g.shared[key] = g.op_multi("Split", [whole.name, g.const(np.full(groups, size, np.int64), "split")], groups,
+                                   "Split", axis=-1)
+    names = g.shared[key]
     return [Part(n, whole.order[i * size:(i + 1) * size], whole.scale, whole.zero) for i, n in enumerate(names)]
 
 

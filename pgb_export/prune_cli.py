@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "FFN layers by importance, the rest dropped) or measured (floor, after dropping the whole "
                         "attention or FFN sub-layers whose removal costs least, as many as give the lowest "
                         "calibration loss on held-out training rows; about a minute more on a CPU) (default measured)")
+    p.add_argument("--tie-qkv", action="store_true",
+                   help="give the grouped W_Q, W_K, W_V of a layer one G and one input permutation, so the "
+                        "export permutes their common input once instead of up to three times; it keeps less "
+                        "importance inside the blocks (BENCHMARKS.md, \"Tied Q/K/V\", has what it costs and buys)")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
@@ -107,7 +111,7 @@ def options(args) -> PruneOptions:
         tau=args.tau, no_compensation=args.no_compensation, finetune_epochs=args.finetune_epochs,
         finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
         batch_size=args.batch_size, max_len=args.max_len,
-        ablation=args.ablation, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
+        ablation=args.ablation, tie_qkv=args.tie_qkv, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:

@@ -81,11 +81,11 @@ def plan_from_masks(refs: Sequence[MatrixRef], masks: Masks, meta: dict) -> Plan
 def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
           target: float, heads: int, gmax: int = 6, nperm: int = 6,
           tau: float | str = "auto", progress: bool = False, allocation: str = "paper",
-          drop: frozenset[str] = frozenset()) -> tuple[Plan, Masks, Plan]:
+          drop: frozenset[str] = frozenset(), tie_qkv: bool = False) -> tuple[Plan, Masks, Plan]:
     """(plan written to pgb.json, masks to prune with, the PGB plan it was sized from); the
     matrices in `drop` are dropped in the PGB plan (and so sized out of the baselines)."""
     pgb = plan_pgb(refs, scores, target, gmax, nperm, tau, permute=ablation != "no-permutation",
-                   progress=progress, allocation=allocation, drop=drop)
+                   progress=progress, allocation=allocation, drop=drop, tie_qkv=tie_qkv)
     if ablation in ("unstructured", "structured"):
         kept = {mp.name: mp.kept for mp in pgb.matrices}
         masks = (unstructured(refs, scores, kept) if ablation == "unstructured"

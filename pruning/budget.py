@@ -9,6 +9,11 @@ W_V or W_O, the layer's attention is a constant and its W_Q, W_K (and the other 
 are dead, so all four are dropped and charge nothing; likewise an FFN whose W_1 or W_2 the
 rule drops is dropped whole. The budget they would have held goes to live matrices, and the
 plan's kept count is what the exporter stores.
+
+`tie_qkv` (opt-in, beyond the paper): W_Q, W_K and W_V read the same input, and each grouped
+one needs that input permuted into its own row chunks. Tied, the grouped ones of a layer get
+one G and one row permutation, so an export permutes their input once instead of up to three
+times, at the cost of some captured importance.
 """
 from __future__ import annotations
 
@@ -18,10 +23,11 @@ import torch
 from tqdm import tqdm
 
 from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
-from .grouping import common_divisors, group_count, permute_and_group
+from .grouping import common_divisors, group_count, permute_and_group_shared
 from .plan import MatrixPlan, Plan
 
 TOLERANCE = 0.01  # achieved ratio must land within +-1 point of the target
+QKV = MHA_KINDS[:3]  # the projections that read the attention sub-layer's input
 # paper: Algorithm 1 as written. floor: no matrix is dropped while every matrix can keep its
 # floor (the largest G within G_max); budget above the floors goes, in the paper's order
 # (attention, then FFN layers by importance), towards each matrix's rule G.
@@ -41,14 +47,49 @@ def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
 
 def grouped_plan(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
                  groups: Mapping[str, int], nperm: int, permute: bool = True,
-                 meta: dict | None = None, progress: bool = False) -> Plan:
-    """Permutation search for every matrix at the G already decided for it."""
-    mats = []
-    for ref in tqdm(refs, desc="permutation", disable=not progress, unit="matrix"):
-        pr, pc, cap = permute_and_group(scores[ref.name], groups[ref.name], nperm, permute)
-        mats.append(MatrixPlan(ref.name, ref.layer, ref.kind, ref.shape, groups[ref.name],
-                               pr, pc, cap))
+                 meta: dict | None = None, progress: bool = False, tie_qkv: bool = False) -> Plan:
+    """Permutation search for every matrix at the G already decided for it; with `tie_qkv`
+    the grouped W_Q, W_K, W_V of a layer that share a G are searched together and share
+    their row permutation."""
+    found = {}
+    for members in tqdm(_searches(refs, groups, tie_qkv), desc="permutation", disable=not progress, unit="search"):
+        pr, pcs, caps = permute_and_group_shared([scores[r.name] for r in members], groups[members[0].name],
+                                                 nperm, permute)
+        found.update({r.name: (pr, pc, cap) for r, pc, cap in zip(members, pcs, caps)})
+    mats = [MatrixPlan(r.name, r.layer, r.kind, r.shape, groups[r.name], *found[r.name]) for r in refs]
     return Plan(mats, dict(meta or {}))
+
+
+def _searches(refs: Sequence[MatrixRef], groups: Mapping[str, int], tie_qkv: bool) -> list[list[MatrixRef]]:
+    """The matrices searched together: one each, or with `tie_qkv` the grouped W_Q, W_K, W_V
+    of a layer with the same G as one search."""
+    if not tie_qkv:
+        return [[r] for r in refs]
+    together: dict[tuple, list[MatrixRef]] = {}
+    for r in refs:
+        key = (r.layer, groups[r.name]) if r.kind in QKV and groups[r.name] >= 2 else (r.name,)
+        together.setdefault(key, []).append(r)
+    return list(together.values())
+
+
+def tie_groups(refs: Sequence[MatrixRef], groups: Mapping[str, int], gmax: int) -> dict[str, int]:
+    """One G for the grouped (G >= 2) W_Q, W_K, W_V of each layer: the common divisor whose
+    kept count is closest to what they keep apart, the larger G when two are as close (dense
+    and dropped members need no permutation and keep theirs)."""
+    tied = dict(groups)
+    by_layer: dict[int, list[MatrixRef]] = {}
+    for r in refs:
+        if r.kind in QKV and groups[r.name] >= 2:
+            by_layer.setdefault(r.layer, []).append(r)
+    for members in by_layer.values():
+        if len(members) < 2:
+            continue
+        kept = sum(_kept(r, groups[r.name]) for r in members)
+        options = [d for d in set.intersection(*(set(common_divisors(*r.shape)) for r in members)) if 2 <= d <= gmax]
+        if options:
+            g = min(options, key=lambda d: (abs(sum(_kept(r, d) for r in members) - kept), -d))
+            tied.update({r.name: g for r in members})
+    return tied
 
 
 def _kept(ref: MatrixRef, g: int) -> int:
@@ -153,7 +194,7 @@ def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tens
 
 def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
                   gmax: int = 6, tau: float | str = "auto", allocation: str = "paper",
-                  drop: frozenset[str] = frozenset()) -> tuple[dict[str, int], dict]:
+                  drop: frozenset[str] = frozenset(), tie_qkv: bool = False) -> tuple[dict[str, int], dict]:
     """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went.
 
     tau="auto" starts at the quantile that keeps exactly the budget's count. At high targets
@@ -162,7 +203,8 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
     is bisected until Algorithm 1 lands within TOLERANCE of the target (the paper tunes tau
     by hand per setting instead). An absolute tau is used as given. The matrices named in
     `drop` are dropped whatever their scores say (a sub-layer chosen to go whole), and the
-    budget they free goes to the others.
+    budget they free goes to the others. `tie_qkv` applies `tie_groups` inside each attempt,
+    so the bisection lands the tied plan on the target.
     """
     total = sum(r.shape[0] * r.shape[1] for r in refs)
     budget = (1.0 - target) * total
@@ -171,6 +213,8 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
         rule = {r.name: 0 if r.name in drop else group_count(scores[r.name], tau_value, gmax) for r in refs}
         allocate = _algorithm1 if allocation == "paper" else _floor_allocation
         groups, order, taken, notes = allocate(refs, scores, budget, gmax, rule, drop)
+        if tie_qkv:
+            groups = tie_groups(refs, groups, gmax)
         achieved = 1.0 - sum(_kept(r, groups[r.name]) for r in refs) / total
         return achieved, (tau_value, groups, order, taken, notes)
 
@@ -202,10 +246,11 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
 
 def plan_pgb(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
              gmax: int = 6, nperm: int = 6, tau: float | str = "auto", permute: bool = True,
-             progress: bool = False, allocation: str = "paper", drop: frozenset[str] = frozenset()) -> Plan:
+             progress: bool = False, allocation: str = "paper", drop: frozenset[str] = frozenset(),
+             tie_qkv: bool = False) -> Plan:
     """Algorithm 1 (or the floor allocation) + Algorithm 2 for the whole model: the PGB
-    plan at `target`, with the matrices in `drop` dropped."""
-    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation, drop)
+    plan at `target`, with the matrices in `drop` dropped (and Q/K/V tied with `tie_qkv`)."""
+    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation, drop, tie_qkv)
     meta = {"method": "pgb" if permute else "no-permutation", "target": target, "gmax": gmax,
-            "nperm": nperm, **info}
-    return grouped_plan(refs, scores, groups, nperm, permute, meta, progress)
+            "nperm": nperm, "tie_qkv": tie_qkv, **info}
+    return grouped_plan(refs, scores, groups, nperm, permute, meta, progress, tie_qkv)

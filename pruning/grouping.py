@@ -7,6 +7,7 @@ result is deterministic.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -41,26 +42,46 @@ def permute_and_group(scores: torch.Tensor, groups: int, nperm: int = 6,
     the fraction of the matrix's importance inside the blocks. permute=False keeps the
     identity order (the "grouping without permutation" ablation).
     """
-    m, n = scores.shape
-    s = scores.double()
-    total = float(s.sum())
+    pr, (pc,), (captured,) = permute_and_group_shared([scores], groups, nperm, permute)
+    return pr, pc, captured
+
+
+def permute_and_group_shared(scores: Sequence[torch.Tensor], groups: int, nperm: int = 6,
+                             permute: bool = True) -> tuple[list[int], list[list[int]], list[float]]:
+    """Algorithm 2 for matrices that read the same input (W_Q, W_K, W_V of a layer): one row
+    permutation for all of them, so an export permutes their input once, and a column
+    permutation each. Each member's columns sort by its own importance over the group's
+    rows; the rows sort by the importance summed over every member's group columns. With one
+    matrix this is Algorithm 2 as PGB.md section 3 states it.
+
+    Returns (pr, [pc per matrix], [captured per matrix]).
+    """
+    m = scores[0].shape[0]
+    if any(s.shape[0] != m for s in scores):
+        raise ValueError(f"matrices sharing rows must have the same input size, got {[tuple(s.shape) for s in scores]}")
+    s = [x.double() for x in scores]
     if groups == 0:
-        return list(range(m)), list(range(n)), 0.0
-    if m % groups or n % groups:
-        raise ValueError(f"G={groups} does not divide the {m}x{n} matrix")
-    br, bc = m // groups, n // groups
-    rows, cols = torch.arange(m), torch.arange(n)  # R: unassigned, in current order
-    pr, pc = [], []
+        return list(range(m)), [list(range(x.shape[1])) for x in s], [0.0] * len(s)
+    for x in s:
+        if m % groups or x.shape[1] % groups:
+            raise ValueError(f"G={groups} does not divide the {m}x{x.shape[1]} matrix")
+    br, bcs = m // groups, [x.shape[1] // groups for x in s]
+    rows, cols = torch.arange(m), [torch.arange(x.shape[1]) for x in s]  # R: unassigned, in current order
+    pr, pcs = [], [[] for _ in s]
     for _ in range(groups):
         for _ in range(nperm if permute and len(rows) > br else 0):
-            cols = cols[_desc(s[rows[:br]][:, cols].sum(0))]
-            rows = rows[_desc(s[rows][:, cols[:bc]].sum(1))]
+            cols = [c[_desc(x[rows[:br]][:, c].sum(0))] for x, c in zip(s, cols)]
+            rows = rows[_desc(sum(x[rows][:, c[:bc]].sum(1) for x, c, bc in zip(s, cols, bcs)))]
         pr += rows[:br].tolist()
-        pc += cols[:bc].tolist()
-        rows, cols = rows[br:], cols[bc:]
-    inside = sum(float(s[pr[i * br:(i + 1) * br]][:, pc[i * bc:(i + 1) * bc]].sum())
-                 for i in range(groups))
-    return pr, pc, inside / total if total > 0 else 0.0
+        for pc, c, bc in zip(pcs, cols, bcs):
+            pc += c[:bc].tolist()
+        rows, cols = rows[br:], [c[bc:] for c, bc in zip(cols, bcs)]
+    captured = []
+    for x, pc, bc in zip(s, pcs, bcs):
+        total = float(x.sum())
+        inside = sum(float(x[pr[i * br:(i + 1) * br]][:, pc[i * bc:(i + 1) * bc]].sum()) for i in range(groups))
+        captured.append(inside / total if total > 0 else 0.0)
+    return pr, pcs, captured
 
 
 def capture_baselines(scores: torch.Tensor, groups: int) -> dict[str, float]:

@@ -66,12 +66,13 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
     return (workdir / "opt.onnx").read_bytes()
 
 
-def pgb_pruned(path: Path, scores: dict, target: float, allocation: str, samples: list, held: list) -> tuple:
+def pgb_pruned(path: Path, scores: dict, target: float, allocation: str, samples: list, held: list,
+               tie_qkv: bool = False) -> tuple:
     """The fixture pruned to `target` as pgb-prune plans it (masked, not compensated: speed
     depends on the structure only)."""
     model, _ = modeldir.load(path)
     plan, _, _, _ = build_plan(model, bert.matrices(model), scores, target, allocation=allocation,
-                               samples=samples, held=held)
+                               samples=samples, held=held, tie_qkv=tie_qkv)
     repermute.apply_plan(model, plan)
     return model, plan
 
@@ -152,6 +153,8 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.88])
     p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["measured", "floor", "paper"],
                    help="budget allocations to time (the first is pgb-prune's default)")
+    p.add_argument("--tie-qkv", action="store_true",
+                   help="also time the default allocation's plans under pgb-prune's --tie-qkv (fp32 and INT8)")
     p.add_argument("--skip-bert-base", action="store_true")
     p.add_argument("--forms", choices=("default", "all"), default="default",
                    help="PGB fp32 graph forms: split/transpose only (default) or all four")
@@ -192,6 +195,11 @@ def main() -> None:
                 minilm[f"{name} INT8 (ORT quantize_dynamic)"] = (ort_quantized(fp32, work, f"pgb{target}"), ratio)
                 minilm[f"{name} fp32, permutations removed (analysis)"] = (
                     without_permutations(build(model, plan)), ratio)
+                if args.tie_qkv:
+                    model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, tie_qkv=True)
+                    tied = (f"{name} tied Q/K/V", cost.flops_ratio(refs, plan.masks(), hidden, args.seq))
+                    minilm[f"{tied[0]} fp32"] = (build(model, plan).SerializeToString(), tied[1])
+                    minilm[f"{tied[0]} INT8 (ours)"] = (build(model, plan, LinearOptions(int8=True)).SerializeToString(), tied[1])
     suites["MiniLM-L6 (minilm-sst2)"] = minilm
 
     if not args.skip_bert_base:

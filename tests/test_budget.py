@@ -165,3 +165,39 @@ def test_auto_tau_covers_keeping_everything_and_nothing():
     assert sum(int((s > budget.auto_tau(scores, 99)).sum()) for s in scores.values()) == 5
     assert sum(int((s > budget.auto_tau(scores, 2)).sum()) for s in scores.values()) == 2
     assert sum(int((s > budget.auto_tau(scores, 0)).sum()) for s in scores.values()) == 0
+
+
+@pytest.mark.parametrize("allocation", ["paper", "floor"])
+@pytest.mark.parametrize("target", [0.5, 0.75])
+def test_tied_qkv_share_g_and_input_order(allocation, target):
+    """--tie-qkv: in every layer the grouped W_Q, W_K, W_V have one G and one row
+    permutation, the plan still lands on the target, and each is block-diagonal under it.
+    Untied, the same scores give them their own orders."""
+    refs = bert.matrices(tiny_bert())
+    scores = fake_scores(refs)
+    tied = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation, tie_qkv=True)
+    free = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation)
+    assert abs(tied.ratio - target) <= budget.TOLERANCE and tied.meta["tie_qkv"] is True
+
+    def qkv(plan):
+        by_layer = {}
+        for mp in plan.matrices:
+            if mp.kind in budget.QKV and mp.groups >= 2:
+                by_layer.setdefault(mp.layer, []).append(mp)
+        return by_layer
+    shared = [ms for ms in qkv(tied).values() if len(ms) > 1]
+    assert shared, "no layer with two grouped Q/K/V to tie"
+    for ms in shared:
+        assert len({m.groups for m in ms}) == 1 and all(m.row_perm == ms[0].row_perm for m in ms)
+    for mp in tied.matrices:
+        mp.validate()
+    assert any(len({tuple(m.row_perm) for m in ms}) > 1 for ms in qkv(free).values() if len(ms) > 1)
+
+
+def test_tie_groups_picks_the_common_g_nearest_the_kept_count():
+    refs = [r for r in bert.matrices(tiny_bert(layers=1)) if r.kind in budget.QKV + ("ffn1",)]
+    q, k, v, f = refs
+    tied = budget.tie_groups(refs, {q.name: 2, k.name: 3, v.name: 6, f.name: 4}, gmax=6)
+    assert tied == {q.name: 3, k.name: 3, v.name: 3, f.name: 4}  # 1/2 + 1/3 + 1/6 = 3 x 1/3
+    tied = budget.tie_groups(refs, {q.name: 1, k.name: 0, v.name: 6, f.name: 2}, gmax=6)
+    assert tied == {q.name: 1, k.name: 0, v.name: 6, f.name: 2}  # one grouped member: nothing to tie

@@ -7,6 +7,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from pgb_export.bert_graph import build, dense_plan
+from pgb_export.bert_io import BERT_IO
 from pgb_export.census import census
 from pgb_export.graph import Graph
 from pgb_export.grouped_linear import Chunks, LinearOptions, Part, exchange, linear
@@ -230,3 +231,28 @@ def test_readers_of_one_activation_share_its_features_first_copy():
     layer = census(graph)["layers"]["layer0"]
     assert layer["Permutation"] == 6  # in and out of each
     assert layer["Transpose"] == 1 + 3 + 2 * 3 + 4  # shared in, back x3; out x3 (two each); heads
+
+
+@pytest.mark.parametrize("opts", FORMS + [LinearOptions(int8=True)], ids=lambda o: f"{o.grouped_form}-{o.permute_form}-int8{o.int8}")
+def test_tied_qkv_permute_their_input_once(opts):
+    """A tied plan (pgb-prune --tie-qkv): W_Q, W_K, W_V with one G and the same row chunks,
+    each chunk in another order, and their own columns. The export permutes (and splits) the
+    input once for all three, and still computes the model."""
+    model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randperm(48, generator=gen).view(3, 16)
+    mats = []
+    for r in bert.matrices(model):
+        if r.kind in ("query", "key", "value"):
+            pr = torch.cat([c[torch.randperm(16, generator=gen)] for c in rows]).tolist()
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 3, pr, torch.randperm(48, generator=gen).tolist()))
+        else:
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])), list(range(r.shape[1]))))
+    plan = Plan(mats)
+    repermute.apply_plan(model, plan)
+    graph, worst = run_both(model, plan, opts, random_batches(2, 3, 8, seed=7))
+    assert worst <= (BERT_IO.atol_int8 if opts.int8 else 1e-5)
+    layer = census(graph)["layers"]["layer0"]
+    assert layer["Permutation"] == 1 + 3  # the shared input; each output back to its head order
+    splits = [n for n in graph.graph.node if n.op_type == "Split" and n.name.startswith("layer0/Split")]
+    assert len(splits) == (0 if opts.grouped_form == "batched" else 1)

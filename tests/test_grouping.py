@@ -69,3 +69,26 @@ def test_capture_baselines_bracket_the_search():
     base = capture_baselines(s, 3)
     assert base["identity"] < found <= base["topk"] <= 1.0
     assert capture_baselines(s, 0) == {"identity": 0.0, "topk": 0.0}
+
+
+def test_shared_search_finds_blocks_planted_under_one_row_shuffle():
+    """Three matrices reading one input, blocks planted under a common row shuffle and a
+    column shuffle each: the joint search gives them one row permutation and finds every
+    member's blocks."""
+    from pruning.grouping import permute_and_group_shared
+    g = torch.Generator().manual_seed(2)
+    rows = torch.randperm(24, generator=g)
+    members = []
+    for _ in range(3):
+        s = torch.rand(24, 36, generator=g) * 0.01
+        cols = torch.randperm(36, generator=g)
+        for i in range(3):
+            s[rows[i * 8:(i + 1) * 8, None], cols[i * 12:(i + 1) * 12]] += torch.rand(1, generator=g) + 0.5
+        members.append(s)
+    pr, pcs, captured = permute_and_group_shared(members, 3, nperm=6)
+    assert sorted(pr) == list(range(24)) and all(sorted(pc) == list(range(36)) for pc in pcs)
+    for s, pc, cap in zip(members, pcs, captured):
+        mask = MatrixPlan("w", 0, "query", (24, 36), 3, pr, pc).mask()
+        assert cap > 0.97 and abs(cap - float(s[mask].double().sum() / s.double().sum())) < 1e-9
+    with pytest.raises(ValueError, match="same input size"):
+        permute_and_group_shared([torch.rand(24, 36), torch.rand(12, 36)], 3)
