@@ -100,7 +100,7 @@ class PruneOptions:
         if self.data_files:
             return [self.model_dir, self.tokenizer, *self.data_files.paths()]
         task = get_task(self.task)
-        model = self.model_dir or embedded_cache(task, self.max_len, self.seed)
+        model = self.model_dir or embedded_cache(task, self)
         return [model, self.tokenizer, glue_dir(self.glue_dir),
                 modeldir.embedded_encoder() if not self.model_dir else None]
 
@@ -108,13 +108,17 @@ class PruneOptions:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
 
 
-def embedded_cache(task, max_len: int | None, seed: int) -> Path:
-    return modeldir.cache_dir() / f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{max_len or task.max_len}-seed{seed}"
+def embedded_cache(task, opts: PruneOptions) -> Path:
+    """Where the embedded default tuned for `opts` is cached: named by everything that changes
+    the tuned model (rows, length, seed, batch size, and CPU or GPU, whose floating-point
+    orders differ), so another setting never gets a model tuned for this one."""
+    return modeldir.cache_dir() / (f"minilm-{task.name}-{EMBEDDED_ROWS}rows-len{opts.max_len or task.max_len}"
+                                   f"-seed{opts.seed}-batch{opts.batch_size}-{pick_device(opts.device).type}")
 
 
 def embedded_default(task, train: list, opts: PruneOptions) -> Path:
     """The embedded MiniLM fine-tuned on a slice of the task, cached across runs."""
-    target = embedded_cache(task, opts.max_len, opts.seed)
+    target = embedded_cache(task, opts)
     if (target / "config.json").is_file():
         return target
     print(f"fine-tuning the embedded MiniLM-L6 on {EMBEDDED_ROWS} {task.name} rows -> {target}",

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -78,9 +79,12 @@ def test_embedded_default_tunes_once_and_caches(tmp_path, monkeypatch):
     opts = pipeline.PruneOptions(out=str(tmp_path / "out"), target=0.5, task="rte", batch_size=8,
                                  max_len=32, progress=False)
     path = pipeline.embedded_default(task, train, opts)
-    assert path == pipeline.embedded_cache(task, 32, 0) and path.parent == tmp_path
+    assert path == pipeline.embedded_cache(task, opts) and path.parent == tmp_path
+    assert path.name == "minilm-rte-8rows-len32-seed0-batch8-" + pipeline.pick_device("auto").type
     report = json.loads((path / "report.json").read_text())
     assert (report["rows"], report["epochs"], report["lr"], report["max_len"]) == (8, 1, pipeline.EMBEDDED_LR, 32)
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert pipeline.embedded_default(task, train, opts) == path  # cached: not tuned again
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    other = pipeline.embedded_default(task, train, dataclasses.replace(opts, batch_size=4))
+    assert other != path and (other / "model.safetensors").is_file()  # another batch size: tuned anew
