@@ -116,21 +116,38 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
     def project(w_, b_, mp):
         return linear(g, x, w_, b_, mp, ident, opts)[0].name
 
-    if q.groups:
-        qh = _heads(g, project(wq * scale, bq * scale, q), heads, dh, [0, 2, 1, 3])
-    else:  # (1, H, 1, dh): the same query for every position
-        qh = g.const((bq * scale).reshape(1, heads, 1, dh), "query_constant")
-    if k.groups:
-        kh = _heads(g, project(wk, bk, k), heads, dh, [0, 2, 3, 1])
-    else:  # (1, H, dh, 1)
-        kh = g.const(bk.reshape(1, heads, dh, 1), "key_constant")
-    vh = _heads(g, project(wv, bv, v), heads, dh, [0, 2, 1, 3])
-    scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
-    probs = g.op("Softmax", [scores], "Softmax", axis=-1)
-    ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
-    ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
+    if opts.ort_attention and q.groups and k.groups:
+        ctx = _ort_attention(g, project(wq * scale, bq * scale, q), project(wk, bk, k), project(wv, bv, v),
+                             heads, f)
+    else:
+        if q.groups:
+            qh = _heads(g, project(wq * scale, bq * scale, q), heads, dh, [0, 2, 1, 3])
+        else:  # (1, H, 1, dh): the same query for every position
+            qh = g.const((bq * scale).reshape(1, heads, 1, dh), "query_constant")
+        if k.groups:
+            kh = _heads(g, project(wk, bk, k), heads, dh, [0, 2, 3, 1])
+        else:  # (1, H, dh, 1)
+            kh = g.const(bk.reshape(1, heads, dh, 1), "key_constant")
+        vh = _heads(g, project(wv, bv, v), heads, dh, [0, 2, 1, 3])
+        scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
+        probs = g.op("Softmax", [scores], "Softmax", axis=-1)
+        ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
+        ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
     out = linear(g, [Part(ctx, ident)], wo, bo, o, ident, opts)[0].name
     return _layer_norm(g, g.op("Add", [out, x[0].name], "Add"), w, ln, eps)
+
+
+def _ort_attention(g: Graph, q: str, k: str, v: str, heads: int, f: Family) -> str:
+    """softmax(q k^T + padding mask) v per head, as one com.microsoft.MultiHeadAttention node
+    (q already scaled, so scale 1); its key padding mask is the attention mask as int32, made
+    once per graph."""
+    key = ("key_padding_mask",)
+    if key not in g.shared:
+        g.shared[key] = g.op("Cast", [f.inputs[1]], "Cast", to=onnx.TensorProto.INT32)
+    out = g.name("MultiHeadAttention")
+    g.nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, "", g.shared[key]], [out], name=out,
+                                    domain="com.microsoft", num_heads=heads, scale=1.0))
+    return out
 
 
 def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family) -> str:

@@ -13,7 +13,7 @@ from pruning import modeldir
 from . import __version__, trt_engine
 from .bert_graph import ExportError
 from .cli_common import Parser, add_data_flags, data_files, number, run, table
-from .exporter import ExportOptions, OptionsError, export
+from .exporter import ATTENTION_FORMS, ExportOptions, OptionsError, export
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS
 from .parity import ParityError
 
@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "metric within 1 point of PyTorch fp32. Also writes onnx/model.qdq.onnx, the explicit "
                         "INT8 (QuantizeLinear/DequantizeLinear) graph TensorRT builds INT8 engines from, "
                         "calibrated on the dev set's first 256 rows and checked the same way through ONNX Runtime")
+    p.add_argument("--attention", choices=ATTENTION_FORMS,
+                   help="with --int8: fused (default) runs each attention as ONNX Runtime's "
+                        "com.microsoft.MultiHeadAttention, the same logits; on MiniLM it was 3-8%% faster at batch "
+                        "32, and at batch 1 29%% faster dense but 10%% slower at PGB 0.5 (BENCHMARKS.md); "
+                        "standard keeps the standard ONNX ops")
     p.add_argument("--opset", type=number(int, 17, onnx.defs.onnx_opset_version()), default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--grouped-form", choices=GROUPED_FORMS, default="split",
                    help="split: G MatMuls on input slices, concatenated (default); batched: one MatMul on [G, M/G, N/G]")
@@ -93,7 +98,7 @@ def options(args) -> ExportOptions:
         model_dir=args.model_dir, out=args.out, task=args.task, data_files=data_files(args), tokenizer=args.tokenizer,
         glue_dir=args.glue_dir, triton=args.triton, triton_backend=args.triton_backend, trt=args.trt,
         precision=args.precision, max_seq=args.max_seq, opt_seq=args.opt_seq, timing_cache=args.timing_cache,
-        plugin=args.plugin, fp16=args.fp16, int8=args.int8, opset=args.opset, grouped_form=args.grouped_form,
+        plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, opset=args.opset, grouped_form=args.grouped_form,
         permute_form=args.permute_form, max_len=args.max_len, max_batch=args.max_batch, force=args.force,
         progress=not args.quiet, source=args.source)
 

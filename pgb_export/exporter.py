@@ -55,7 +55,10 @@ DEFAULT_QA = QATask("question-answering", allow_no_answer=False)
 
 # Options that only mean something beside another one, and their defaults once that one is given.
 DEPENDENT = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
-             "triton": {"triton_backend": "onnxruntime"}}
+             "triton": {"triton_backend": "onnxruntime"}, "int8": {"attention": "fused"}}
+
+# The int8 graph's attention: ONNX Runtime's fused MultiHeadAttention, or the standard ONNX ops.
+ATTENTION_FORMS = ("fused", "standard")
 
 # Rows the QDQ graph's activation ranges are calibrated on: the dev set's first rows, or the
 # output-check texts without one (only one number per activation is fitted).
@@ -84,6 +87,7 @@ class ExportOptions:
     plugin: bool = False
     fp16: bool = False
     int8: bool = False  # dynamic int8 ONNX for ONNX Runtime on CPU
+    attention: str | None = None  # ATTENTION_FORMS, of the int8 graph (default fused)
     opset: int = 17
     grouped_form: str = "split"
     permute_form: str = "transpose"
@@ -254,7 +258,7 @@ def export(opts: ExportOptions) -> dict:
     report = {"model_dir": str(model_dir), "source": opts.source or str(model_dir), "head": head.name,
               "inputs": list(family(model).inputs), "outputs": list(head.outputs), "method": plan.meta.get("method", "pgb"),
               "graph": {"opset": opts.opset, "precision": precision,
-                        "grouped_form": opts.grouped_form,
+                        "grouped_form": opts.grouped_form, "attention": opts.attention or "standard",
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
                         "census": counts},
               "params": {"kept": plan.kept, "live": live_kept, "total": plan.total, "ratio": plan.ratio},
@@ -355,7 +359,9 @@ def serving_example(model, tok, run, dev, max_len: int, name: str, qa: QATask = 
 def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
            qdq: dict[str, float] | None = None) -> onnx.ModelProto:
     form = "split" if qdq is not None else opts.grouped_form  # per-block weight scales: one MatMul per block
-    linear = LinearOptions(form, opts.permute_form, plugin=plugin, int8=opts.int8 and qdq is None, qdq=qdq)
+    ort_only = opts.int8 and qdq is None  # the dynamic INT8 graph: ONNX Runtime runs it, TensorRT never does
+    linear = LinearOptions(form, opts.permute_form, plugin=plugin, int8=ort_only, qdq=qdq,
+                           ort_attention=ort_only and opts.attention == "fused")
     graph = build(model, plan, linear, np.float16 if fp16 else np.float32)
     graph.opset_import[0].version = opts.opset
     return graph

@@ -46,8 +46,7 @@ class Graph:
     def model(self, inputs: list, outputs: list, producer: str) -> onnx.ModelProto:
         g = helper.make_graph(self.nodes, "pgb_bert", inputs, outputs, self.initializers)
         opsets = [helper.make_opsetid("", OPSET)]
-        if any(n.domain == "pgb" for n in self.nodes):
-            opsets.append(helper.make_opsetid("pgb", 1))
+        opsets += [helper.make_opsetid(domain, 1) for domain in sorted({n.domain for n in self.nodes} - {""})]
         m = helper.make_model(g, opset_imports=opsets, producer_name=producer)
         m.ir_version = 8  # readable by every ONNX Runtime and TensorRT release of the last years
         return m

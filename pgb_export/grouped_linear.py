@@ -51,6 +51,10 @@ class LinearOptions:
     # per output channel); everything else stays float. Standard ONNX, run as is by ONNX
     # Runtime for the parity check.
     qdq: Mapping[str, float] | None = None
+    # Attention as ONNX Runtime's fused com.microsoft.MultiHeadAttention (a contrib op): for
+    # graphs only ONNX Runtime runs (the dynamic INT8 one); the TensorRT-facing graphs stay
+    # standard ONNX. Same logits; faster at batch 32, not always at batch 1 (BENCHMARKS.md).
+    ort_attention: bool = False
 
 
 PLUGIN_DOMAIN = "pgb"

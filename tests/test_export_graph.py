@@ -256,3 +256,28 @@ def test_tied_qkv_permute_their_input_once(opts):
     assert layer["Permutation"] == 1 + 3  # the shared input; each output back to its head order
     splits = [n for n in graph.graph.node if n.op_type == "Split" and n.name.startswith("layer0/Split")]
     assert len(splits) == (0 if opts.grouped_form == "batched" else 1)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_ort_attention_is_the_standard_attention(case, int8):
+    """ort_attention (the dynamic INT8 export's form): every layer whose W_Q and W_K are live
+    runs as one com.microsoft.MultiHeadAttention node, the rest as before, and the logits are
+    the standard graph's, padded rows included."""
+    model = tiny_bert(hidden=48, layers=2, heads=4, ffn=192)
+    plan = plan_with(model, CASES[case])
+    repermute.apply_plan(model, plan)
+    batches = random_batches(3, 4, 10, labels=2, seed=2)
+    fused, worst = run_both(model, plan, LinearOptions(int8=int8, ort_attention=True), batches)
+    assert worst <= (BERT_IO.atol_int8 if int8 else 1e-5), worst
+    by = {(mp.layer, mp.kind): mp.groups for mp in plan.matrices}
+    fused_layers = [l for l in range(2) if all(by[(l, kd)] for kd in ("query", "key", "value", "attn_out"))]
+    nodes = [n for n in fused.graph.node if n.op_type == "MultiHeadAttention"]
+    assert sorted(int(n.name.split("/")[0][5:]) for n in nodes) == fused_layers
+    assert all(n.domain == "com.microsoft" for n in nodes)
+    standard = ort.InferenceSession(build(model, plan, LinearOptions(int8=int8)).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+    ours = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b in batches:
+        feeds = {k: b[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids")}
+        np.testing.assert_allclose(ours.run(None, feeds)[0], standard.run(None, feeds)[0], rtol=0, atol=1e-5)

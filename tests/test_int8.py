@@ -84,12 +84,23 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
     assert report["graph"]["precision"] == "int8"
     assert report["parity"]["ok"] and report["parity"]["atol"] == BERT_IO.atol_int8
     assert report["accuracy"]["tolerance_points"] == 1.0 and report["accuracy"]["difference_points"] <= 1.0
+    contrib = {(n.domain, n.op_type) for n in onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.node
+               if n.domain}
+    assert contrib == {("com.microsoft", "MultiHeadAttention")}  # fused attention: this graph is ORT's only
+    assert report["graph"]["attention"] == "fused"
     qdq = report["qdq"]  # the explicit-INT8 graph for TensorRT, checked through ONNX Runtime
     assert (tmp_path / "deploy" / qdq["file"]).is_file() and qdq["failures"] == []
     assert qdq["calibration"]["rows"] == 40 and qdq["tensorrt_compat"]["ok"]
     assert 0 < qdq["parity"]["max_abs_diff"] <= BERT_IO.atol_int8
     assert qdq["accuracy"]["difference_points"] <= 1.0
     assert qdq["census"]["encoder_weight_params"] == report["params"]["live"]
+    assert not any(n.domain for n in onnx.load(tmp_path / "deploy" / qdq["file"]).graph.node)  # standard ONNX
+    code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "standard"), "--int8",
+                     "--attention", "standard")
+    assert code == 0, err
+    assert not any(n.domain for n in onnx.load(tmp_path / "standard" / "onnx" / "model.onnx").graph.node)
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--attention", "fused"),
+                   "pgb-export", "--attention only applies with --int8")
     for flag in ("--fp16", "--plugin"):
         assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--int8", flag),
                        "pgb-export", f"does not combine with {flag}")
