@@ -141,11 +141,9 @@ def _ort_attention(g: Graph, q: str, k: str, v: str, heads: int, f: Family) -> s
     """softmax(q k^T + padding mask) v per head, as one com.microsoft.MultiHeadAttention node
     (q already scaled, so scale 1); its key padding mask is the attention mask as int32, made
     once per graph."""
-    key = ("key_padding_mask",)
-    if key not in g.shared:
-        g.shared[key] = g.op("Cast", [f.inputs[1]], "Cast", to=onnx.TensorProto.INT32)
+    padding = g.once(("key padding mask",), lambda: g.op("Cast", [f.inputs[1]], "Cast", to=onnx.TensorProto.INT32))
     out = g.name("MultiHeadAttention")
-    g.nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, "", g.shared[key]], [out], name=out,
+    g.nodes.append(helper.make_node("MultiHeadAttention", [q, k, v, "", padding], [out], name=out,
                                     domain="com.microsoft", num_heads=heads, scale=1.0))
     return out
 

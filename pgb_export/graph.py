@@ -15,15 +15,20 @@ class Graph:
         self.float_dtype = float_dtype
         self._names: dict[str, int] = {}
         self.scope = "embeddings"
-        self.quantized: dict[str, tuple[str, str, str]] = {}  # activation -> DynamicQuantizeLinear outputs
-        self.feature_major: dict[str, str] = {}  # activation -> its features-first transpose
-        self.shared: dict[tuple, str | list[str]] = {}  # (what, input, how) -> outputs several readers share
+        self._made: dict[tuple, object] = {}  # once(): (what, input, how) -> the outputs made for it
 
     def name(self, base: str) -> str:
         base = f"{self.scope}/{base}"
         n = self._names.get(base, 0)
         self._names[base] = n + 1
         return base if n == 0 else f"{base}_{n}"
+
+    def once(self, key: tuple, make):
+        """make()'s outputs, made the first time `key` is asked for and shared by every later
+        reader (a quantized activation, its features-first copy, a permutation of it)."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def const(self, value, base: str, dtype=None) -> str:
         arr = np.asarray(value, dtype=dtype or (self.float_dtype if np.asarray(value).dtype.kind == "f" else None))

@@ -88,18 +88,15 @@ def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
     the features-first copy of x is made once and shared by every permutation of x (Q, K and
     V read the same residual tensor)."""
     index = np.asarray(index, dtype=np.int64)
-    key = ("permute", x, form, index.tobytes())
-    if key in g.shared:
-        return g.shared[key]
-    idx = g.const(index, PERMUTATION_INDEX)
-    if form == "gather":
-        g.shared[key] = g.op("Gather", [x, idx], "Gather", axis=2)
-        return g.shared[key]
-    if x not in g.feature_major:
-        g.feature_major[x] = g.op("Transpose", [x], "Transpose", perm=[2, 0, 1])
-    t = g.op("Gather", [g.feature_major[x], idx], "Gather", axis=0)
-    g.shared[key] = g.op("Transpose", [t], "Transpose", perm=[1, 2, 0])
-    return g.shared[key]
+
+    def make() -> str:
+        idx = g.const(index, PERMUTATION_INDEX)
+        if form == "gather":
+            return g.op("Gather", [x, idx], "Gather", axis=2)
+        features_first = g.once(("features first", x), lambda: g.op("Transpose", [x], "Transpose", perm=[2, 0, 1]))
+        return g.op("Transpose", [g.op("Gather", [features_first, idx], "Gather", axis=0)], "Transpose",
+                    perm=[1, 2, 0])
+    return g.once(("permute", x, form, index.tobytes()), make)
 
 
 @dataclass(frozen=True)
@@ -207,11 +204,8 @@ def _block_inputs(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOpti
     if len(parts) == len(rchunks):
         return parts
     (whole,), (groups, size) = parts, rchunks.shape
-    key = ("split", whole.name, groups)
-    if key not in g.shared:
-        g.shared[key] = g.op_multi("Split", [whole.name, g.const(np.full(groups, size, np.int64), "split")], groups,
-                                   "Split", axis=-1)
-    names = g.shared[key]
+    names = g.once(("split", whole.name, groups), lambda: g.op_multi(
+        "Split", [whole.name, g.const(np.full(groups, size, np.int64), "split")], groups, "Split", axis=-1))
     return [Part(n, whole.order[i * size:(i + 1) * size], whole.scale, whole.zero) for i, n in enumerate(names)]
 
 
@@ -240,9 +234,7 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _quantized(g: Graph, x: str) -> tuple[str, str, str]:
     """(x_q, scale, zero_point) of an activation, made once however many linears read it.
     Permutations commute with this per-tensor quantization, so they act on x_q."""
-    if x not in g.quantized:
-        g.quantized[x] = tuple(g.op_multi("DynamicQuantizeLinear", [x], 3, "DynamicQuantizeLinear"))
-    return g.quantized[x]
+    return g.once(("quantize", x), lambda: tuple(g.op_multi("DynamicQuantizeLinear", [x], 3, "DynamicQuantizeLinear")))
 
 
 def _dequantized(g: Graph, y: str, x_scale: str, w_scale: np.ndarray, b: np.ndarray) -> str:

@@ -202,9 +202,9 @@ def main() -> None:
                     build(model, plan, LinearOptions(int8=True)).SerializeToString(), ratio)
                 if args.tie_qkv:
                     model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, tie_qkv=True)
-                    tied = (f"{name} tied Q/K/V", cost.flops_ratio(refs, plan.masks(), hidden, args.seq))
-                    minilm[f"{tied[0]} fp32"] = (build(model, plan).SerializeToString(), tied[1])
-                    minilm[f"{tied[0]} INT8 (ours)"] = (build(model, plan, INT8).SerializeToString(), tied[1])
+                    tied_ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
+                    minilm[f"{name} tied Q/K/V fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
+                    minilm[f"{name} tied Q/K/V INT8 (ours)"] = (build(model, plan, INT8).SerializeToString(), tied_ratio)
     suites["MiniLM-L6 (minilm-sst2)"] = minilm
 
     if not args.skip_bert_base:
