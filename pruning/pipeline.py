@@ -78,7 +78,7 @@ class PruneOptions:
     gmax: int = 6
     nperm: int = 6
     tau: str = "auto"
-    no_compensation: bool = False
+    compensation: str = "dense"  # compensation.MODES; dense: +3.2 vanilla, +1.0 final on minilm-sst2 0.5 (BENCHMARKS.md)
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
     lr: float | None = None  # None: recovery_lr(steps, target)
@@ -159,20 +159,16 @@ def tune_embedded(task, rows: list, out: Path, *, epochs: float, lr: float, batc
 
 
 def recover(model, task, masks: dict, samples: list, dev_batches: list, train_enc: list, *,
-            compensate: bool, epochs: float, lr: float, batch_size: int, seed: int,
+            compensation_mode: str, epochs: float, lr: float, batch_size: int, seed: int,
             progress: bool, pad_id: int = 0, lap=lambda stage: None,
             distill: Distillation | None = None) -> tuple[dict, dict]:
-    """Prune the dense `model` to `masks` (compensated or not), then re-finetune with the
+    """Prune the dense `model` to `masks` (compensated as `compensation_mode` says), then re-finetune with the
     structure frozen, distilled from the dense model when `distill` is given; returns
     ({"vanilla": metrics, "final": metrics}, compensation report)."""
     if distill and epochs > 0 and train_enc:
         train_enc = attach_teacher(model, train_enc, pad_id=pad_id)  # the dense model, before pruning
         lap("teacher")
-    comp = {}
-    if compensate:
-        comp = compensation.compensate(model, masks, samples, progress=progress)
-    else:
-        repermute.apply_masks(model, masks)
+    comp = compensation.compensate(model, masks, samples, progress=progress, mode=compensation_mode)
     lap("compensation")
     metrics = {"vanilla": evaluate(model, task, dev_batches, progress)}
     lap("vanilla_eval")
@@ -188,17 +184,20 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
 
 def build_plan(model, refs: list, scores: dict, target: float, *, allocation: str, ablation: str = "none",
                gmax: int = 6, nperm: int = 6, tau: float | str = "auto", samples: list | None = None,
-               held: list | None = None, progress: bool = False, tie_qkv: bool = False) -> tuple:
+               held: list | None = None, progress: bool = False, tie_qkv: bool = False,
+               compensation_mode: str = "dense") -> tuple:
     """(plan for pgb.json, masks, the PGB plan, measured report or None): ablations.build
     under `allocation`; `measured` first chooses whole sub-layers to drop on `held` rows
-    (pruning.layer_drop), compensating each candidate on a few of `samples`; `tie_qkv`
-    (budget.tie_groups) holds for the candidates and the plan alike."""
+    (pruning.layer_drop), compensating each candidate on a few of `samples` as the run will
+    (`compensation_mode`); `tie_qkv` (budget.tie_groups) holds for the candidates and the
+    plan alike."""
     drop, measured = frozenset(), None
     if allocation == "measured":
         def plan_for(d):
             return budget.plan_pgb(refs, scores, target, gmax, nperm, tau, allocation="floor", drop=d,
                                    tie_qkv=tie_qkv)
-        drop, measured = layer_drop.choose(model, refs, plan_for, samples, held, progress=progress)
+        drop, measured = layer_drop.choose(model, refs, plan_for, samples, held, progress=progress,
+                                           compensation_mode=compensation_mode)
     plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model), gmax, nperm, tau,
                                        progress, "floor" if allocation == "measured" else allocation, drop,
                                        tie_qkv)
@@ -277,7 +276,8 @@ def prune(opts: PruneOptions) -> dict:
                             opts.batch_size, pad_id=pad)
     plan, masks, pgb, _ = build_plan(model, refs, scores, opts.target, ablation=opts.ablation,
                                      allocation=opts.allocation, gmax=opts.gmax, nperm=opts.nperm, tau=tau,
-                                     samples=samples, held=held, progress=progress, tie_qkv=opts.tie_qkv)
+                                     samples=samples, held=held, progress=progress, tie_qkv=opts.tie_qkv,
+                                     compensation_mode=opts.compensation)
     plan.meta.update(meta)
     lap("planning")
 
@@ -286,7 +286,7 @@ def prune(opts: PruneOptions) -> dict:
     steps = finetune.recovery_steps(len(train_enc), opts.batch_size, opts.finetune_epochs)
     lr = opts.lr if opts.lr is not None else recovery_lr(steps, opts.target)
     recovered, comp = recover(model, task, masks, samples, dev_batches, train_enc,
-                              compensate=not opts.no_compensation, epochs=opts.finetune_epochs,
+                              compensation_mode=opts.compensation, epochs=opts.finetune_epochs,
                               lr=lr, batch_size=opts.batch_size, seed=opts.seed,
                               progress=progress, pad_id=pad, lap=lap,
                               distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)

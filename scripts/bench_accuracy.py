@@ -23,6 +23,7 @@ from pruning.batching import encode, evaluate, make_batches
 from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, pick_device, recover, recovery_lr
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, finetune, importance
+from pruning.compensation import MODES
 from pruning.distillation import Distillation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def main() -> None:
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--tie-qkv", action="store_true", help="pgb-prune's --tie-qkv for every run")
     p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
+    p.add_argument("--compensation", choices=MODES, default="dense", help="pgb-prune's --compensation (default dense)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-len", type=int, default=128)
@@ -84,12 +86,15 @@ def main() -> None:
             model.to(device)
             t = time.perf_counter()
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
-                                             samples=samples, held=held, tie_qkv=args.tie_qkv)
-            metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc, compensate=True,
+                                             samples=samples, held=held, tie_qkv=args.tie_qkv,
+                                             compensation_mode=args.compensation)
+            metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc,
+                                 compensation_mode=args.compensation,
                                  epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=0,
                                  progress=False, distill=distill)
             row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv, "lr": lr, "steps": steps, "batch_size": args.batch_size,
+                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv,
+                   "compensation": args.compensation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
                    "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),

@@ -41,6 +41,7 @@ def assert_clean_error(result, needle):
     ([SST2, "--task", "sst2", "--target", "0.5", "--tau", "-1"], "--tau must be 'auto' or a finite"),
     ([SST2, "--task", "sst2", "--target", "0.5", "--glue-dir", "/nonexistent"], "missing train data"),
     ([SST2, "--task", "stsb", "--target", "0.5"], "the model has 2 labels, stsb needs 1"),
+    ([SST2, "--task", "sst2", "--target", "0.5", "--compensation", "exact"], "--compensation: invalid choice"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"
@@ -53,6 +54,13 @@ def test_missing_gpu_is_one_line_and_nothing_written(tmp_path):
     assert_clean_error(prune(SST2, "--task", "sst2", "--target", "0.5", "--device", "cuda",
                              "--out", str(tmp_path / "out")), "asks for a CUDA GPU, and torch sees 0 here")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_compensation_is_compensation_off():
+    from pgb_export.prune_cli import build_parser
+    base = ["m", "--task", "sst2", "--target", "0.5", "--out", "o"]
+    assert build_parser().parse_args([*base, "--no-compensation"]).compensation == "off"
+    assert build_parser().parse_args(base).compensation == "dense"
 
 
 def test_version():
@@ -106,6 +114,9 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     grouped = [m for m in report["matrices"] if m["groups"] > 1]
     assert grouped and all(m["captured"] <= m["captured_if"]["topk"] + 1e-9 for m in grouped)
+    # --compensation dense (the default) refits every live matrix, the unpruned ones too
+    assert report["settings"]["compensation"] == "dense"
+    assert all(("reconstruction" in m) == (m["kept"] > 0) for m in report["matrices"])
 
     # plain from_pretrained computes the pruned model; it is block diagonal under pgb.json
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
@@ -147,10 +158,13 @@ def test_tied_qkv_end_to_end(tmp_path):
     and one row permutation, report.json says so, and the model exports equal to PyTorch."""
     out = tmp_path / "pruned"
     r = prune(SST2, "--task", "sst2", "--target", "0.6", "--out", str(out), "--samples", "64",
-              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv")
+              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv", "--compensation", "pruned")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["plan"]["tie_qkv"] is True and report["settings"]["tie_qkv"] is True
+    # the paper's eq. 4: only the pruned matrices are solved
+    assert report["settings"]["compensation"] == "pruned"
+    assert all(("reconstruction" in m) == (0 < m["kept"] < m["size"]) for m in report["matrices"])
     plan = Plan.load(out / "pgb.json")
     tied = 0
     for layer in {mp.layer for mp in plan.matrices}:
