@@ -73,27 +73,27 @@ def masked_ridge(h: torch.Tensor, w: torch.Tensor, mask: torch.Tensor,
 
 
 def reconstruction_error(h: torch.Tensor, w: torch.Tensor, w_new: torch.Tensor,
-                         cross: torch.Tensor | None = None, yy: torch.Tensor | None = None) -> float:
-    """||X W' - Y W||^2 / ||Y W||^2 from H = X^T X, cross = X^T Y and yy = Y^T Y (None: Y = X)."""
+                         cross: torch.Tensor | None = None, target_norm: float | None = None) -> float:
+    """||X W' - Y W||^2 / ||Y W||^2 from H = X^T X, cross = X^T Y and target_norm = ||Y W||^2
+    (None, None: Y = X)."""
     h, w, w_new = h.double(), w.double(), w_new.double()
     c = h if cross is None else cross.double()
-    g = h if yy is None else yy.double()
-    quad = lambda a, m, b: torch.einsum("ij,ik,kj->", a, m, b)
-    den = float(quad(w, g, w))
-    return float(quad(w_new, h, w_new) - 2 * quad(w_new, c, w) + den) / den if den > 0 else 0.0
+    quad = lambda a, m, b: float(torch.einsum("ij,ik,kj->", a, m, b))
+    den = quad(w, h, w) if target_norm is None else target_norm
+    return (quad(w_new, h, w_new) - 2 * quad(w_new, c, w) + den) / den if den > 0 else 0.0
 
 
 class _Gram:
     """Accumulates H = X^T X of one linear's input over the non-padding tokens, and with a
     `reference` linear (the same matrix in the dense model, run on the same batch first)
-    the cross term X^T Y and Y^T Y, Y being its input there."""
+    the cross term X^T Y, Y being its input there, and ||Y W||^2 from its output (Y^T Y
+    itself would cost as much as H again)."""
 
     def __init__(self, lin: nn.Linear, reference: nn.Linear | None = None):
         n = lin.in_features
         self.h = torch.zeros(n, n, dtype=torch.float64, device=lin.weight.device)
-        self.cross = self.yy = None
-        if reference is not None:
-            self.cross, self.yy = torch.zeros_like(self.h), torch.zeros_like(self.h)
+        self.cross = None if reference is None else torch.zeros_like(self.h)
+        self.target_norm = 0.0
         self.tokens: torch.Tensor | None = None  # (B, T) bool, set per batch
         self._y: torch.Tensor | None = None
         self._hooks = [lin.register_forward_hook(self._forward)]
@@ -102,13 +102,14 @@ class _Gram:
 
     def _reference(self, module, inputs, output):
         self._y = inputs[0].detach()[self.tokens].double()
+        yw = output.detach()[self.tokens].double() - (0.0 if module.bias is None else module.bias.double())
+        self.target_norm += float(yw.square().sum())
 
     def _forward(self, module, inputs, output):
         x = inputs[0].detach()[self.tokens].double()  # (tokens, in)
         self.h += x.T @ x
         if self.cross is not None:
             self.cross += x.T @ self._y
-            self.yy += self._y.T @ self._y
 
     def remove(self) -> None:
         for hook in self._hooks:
@@ -199,10 +200,11 @@ def compensate(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: Ite
                     if r.name in grams:
                         gram = grams[r.name]
                         h = gram.h.cpu()
-                        cross, yy = (None, None) if gram.cross is None else (gram.cross.cpu(), gram.yy.cpu())
+                        cross = None if gram.cross is None else gram.cross.cpu()
+                        norm = None if cross is None else gram.target_norm
                         new = masked_ridge(h, w, mask, damp, cross)
-                        report[r.name] = {"before": reconstruction_error(h, w, w * mask, cross, yy),
-                                          "after": reconstruction_error(h, w, new, cross, yy)}
+                        report[r.name] = {"before": reconstruction_error(h, w, w * mask, cross, norm),
+                                          "after": reconstruction_error(h, w, new, cross, norm)}
                     else:
                         new = w * mask
                     lin.weight.copy_(new.T.to(lin.weight))

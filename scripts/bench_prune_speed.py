@@ -31,10 +31,13 @@ def main() -> None:
     p.add_argument("--fixture", default=str(ROOT.parent / "shared" / "models" / "minilm-sst2"))
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--compensation", choices=compensation.MODES[:2], default="dense",
+                   help="pgb-prune's --compensation (default dense, its default)")
     p.add_argument("--out", default="bench/prune_speed.json")
     args = p.parse_args()
     res = {"machine": f"{platform.node()} {platform.machine()}, torch threads {torch.get_num_threads()}",
-           "date": time.strftime("%Y-%m-%d"), "samples": args.samples}
+           "date": time.strftime("%Y-%m-%d"), "samples": args.samples,
+           "compensation": args.compensation}
 
     fixture = Path(args.fixture)
     model, tok = modeldir.load(fixture)
@@ -46,7 +49,7 @@ def main() -> None:
     t1 = time.perf_counter()
     plan = budget.plan_pgb(bert.matrices(model), scores, args.target)
     t2 = time.perf_counter()
-    report = compensation.compensate(model, plan.masks(), batches, progress=False)
+    report = compensation.compensate(model, plan.masks(), batches, progress=False, mode=args.compensation)
     t3 = time.perf_counter()
     res["minilm"] = {"importance_s": t1 - t0, "planning_s": t2 - t1, "compensation_s": t3 - t2,
                      "total_s": t3 - t0, "achieved_ratio": plan.ratio,

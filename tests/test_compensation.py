@@ -84,7 +84,7 @@ def test_reconstruction_error_against_a_reference_matches_its_definition():
     x = y + 0.5 * torch.randn(300, 10, generator=g, dtype=torch.float64)
     w, w_new = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
     direct = float((x @ w_new.double() - y @ w.double()).square().sum() / (y @ w.double()).square().sum())
-    got = reconstruction_error(x.T @ x, w, w_new, cross=x.T @ y, yy=y.T @ y)
+    got = reconstruction_error(x.T @ x, w, w_new, cross=x.T @ y, target_norm=float((y @ w.double()).square().sum()))
     assert abs(got - direct) < 1e-9 * max(1.0, direct)
 
 
