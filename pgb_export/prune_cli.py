@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compensation", default="dense", choices=COMPENSATION_MODES,
                    help="weight compensation after pruning, a least-squares refit on the importance samples: "
                         "dense (every live matrix refitted towards what the dense model computes there, so it "
-                        "also absorbs the error of the layers before it; +3.2 points before re-finetuning and "
-                        "+1.0 after on MiniLM SST-2 at 0.5), pruned (the paper's eq. 4: each pruned matrix keeps "
+                        "also absorbs the error of the layers before it; on MiniLM SST-2 with the CPU recipe 0.6 to "
+                        "2.3 points ahead at 0.5-0.88, on MRPC at 0.5 1.7 behind; BENCHMARKS.md), pruned (the paper's eq. 4: each pruned matrix keeps "
                         "its own output on its pruned input) or off (default dense)")
     p.add_argument("--no-compensation", dest="compensation", action="store_const", const="off",
                    help="the same as --compensation off")

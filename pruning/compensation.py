@@ -96,6 +96,7 @@ class _Gram:
         self.target_norm = 0.0
         self.tokens: torch.Tensor | None = None  # (B, T) bool, set per batch
         self._y: torch.Tensor | None = None
+        self.linear, self.reference = lin, reference
         self._hooks = [lin.register_forward_hook(self._forward)]
         if reference is not None:
             self._hooks.append(reference.register_forward_hook(self._reference))
@@ -135,6 +136,26 @@ def _layer_inputs(model: nn.Module, batches: Iterable[dict]) -> list[tuple]:
     finally:
         hook.remove()
     return cache
+
+
+def _forward_until(layer: nn.Module, linears: list[nn.Linear], hidden: torch.Tensor, args, kwargs) -> None:
+    """Run `layer` only until every one of `linears` has seen its input (their own hooks,
+    registered earlier, run first): a stage's Gram matrices need nothing after that."""
+    seen = set()
+
+    def stop(module, inputs, output):
+        seen.add(module)
+        if len(seen) == len(linears):
+            raise _Stop
+
+    hooks = [lin.register_forward_hook(stop) for lin in linears]
+    try:
+        layer(hidden, *args, **kwargs)
+    except _Stop:
+        pass
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _run(layer: nn.Module, cache: list) -> list[torch.Tensor]:
@@ -188,8 +209,9 @@ def compensate(model: nn.Module, masks: Mapping[str, torch.Tensor], batches: Ite
                         for g in grams.values():
                             g.tokens = tokens
                         if dense_layer is not None:
-                            dense_layer(reference[k], *args, **kwargs)
-                        layers[i](hidden, *args, **kwargs)
+                            _forward_until(dense_layer, [g.reference for g in grams.values()],
+                                           reference[k], args, kwargs)
+                        _forward_until(layers[i], [g.linear for g in grams.values()], hidden, args, kwargs)
                 finally:
                     for g in grams.values():
                         g.remove()

@@ -78,7 +78,7 @@ class PruneOptions:
     gmax: int = 6
     nperm: int = 6
     tau: str = "auto"
-    compensation: str = "dense"  # compensation.MODES; dense: +3.2 vanilla, +1.0 final on minilm-sst2 0.5 (BENCHMARKS.md)
+    compensation: str = "dense"  # compensation.MODES; ahead on SST-2 at 3 targets, behind on MRPC 0.5 (BENCHMARKS.md)
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
     lr: float | None = None  # None: recovery_lr(steps, target)
