@@ -64,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=number(float, 0, 1, True), default=None,
                    help="re-finetuning learning rate (default: the paper's 3e-5; 1e-4 for a recovery of at most "
                         "500 steps, as the CPU recipe's, at a target of 0.8 or more)")
-    p.add_argument("--distill", type=number(float, 0, 1), default=0.0, metavar="ALPHA",
+    p.add_argument("--distill", type=number(float, 0, 1), default=PruneOptions.distill, metavar="ALPHA",
                    help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
-                        "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default 0)")
+                        "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default "
+                        f"{PruneOptions.distill}: at equal steps +0.3 to +0.7 points on MiniLM SST-2 with the CPU "
+                        "recipe, +2.0 at 0.88 after 750 steps, within half a point either way on MRPC and STS-B)")
     p.add_argument("--temperature", type=number(float, 0, 100, True), default=2.0,
                    help="distillation temperature (default 2)")
     p.add_argument("--batch-size", type=number(int, 1, 4096), default=32, help="batch size (default 32)")

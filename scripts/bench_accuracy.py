@@ -20,7 +20,7 @@ import torch
 
 from pruning import modeldir
 from pruning.batching import encode, evaluate, make_batches
-from pruning.pipeline import ALLOCATIONS, build_plan, held_rows, pick_device, recover, recovery_lr
+from pruning.pipeline import ALLOCATIONS, PruneOptions, build_plan, held_rows, pick_device, recover, recovery_lr
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, finetune, importance
 from pruning.compensation import MODES
@@ -47,7 +47,8 @@ def main() -> None:
     p.add_argument("--tie-qkv", action="store_true", help="pgb-prune's --tie-qkv for every run")
     p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
     p.add_argument("--compensation", choices=MODES, default="dense", help="pgb-prune's --compensation (default dense)")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of the dense teacher's soft loss (0: off)")
+    p.add_argument("--distill", type=float, default=PruneOptions.distill,
+                   help=f"weight of the dense teacher's soft loss (0: off; default {PruneOptions.distill}, pgb-prune's)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--glue-dir", help="GLUE TSV root (default: pgb-prune's)")
