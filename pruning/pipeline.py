@@ -82,8 +82,8 @@ class PruneOptions:
     finetune_epochs: float = 3.0
     finetune_samples: int | None = None
     lr: float | None = None  # None: recovery_lr(steps, target)
-    distill: float = 0.5  # weight of the dense teacher's soft loss in re-finetuning; 0 = off. Ahead at
-    # equal steps on 6 of 7 runs with the dense compensation, +0.5 points on average (BENCHMARKS.md)
+    distill: float = 0.5  # weight of the dense teacher's soft loss in re-finetuning; 0 = off. Ahead or
+    # level at equal steps on 7 of 8 runs with the dense compensation (BENCHMARKS.md)
     temperature: float = 2.0
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
