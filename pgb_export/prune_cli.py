@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=None,
                    help="re-finetuning learning rate (default: the paper's 3e-5; 1e-4 for a recovery of at most "
-                        "500 steps, as the CPU recipe's, at a target of 0.8 or more)")
+                        "500 steps, as the CPU recipe's, at a target of 0.6 or more)")
     p.add_argument("--distill", type=number(float, 0, 1), default=PruneOptions.distill, metavar="ALPHA",
                    help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
                         "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default "
