@@ -7,7 +7,8 @@ import sys
 
 from pruning import ablations, bert, modeldir
 from pruning.compensation import MODES as COMPENSATION_MODES
-from pruning.pipeline import ALLOCATIONS, EMBEDDED_ROWS, DeviceUnavailable, PruneOptions, prune
+from pruning.pipeline import (ALLOCATIONS, EMBEDDED_ROWS, HIGH_LR, HIGH_TARGET, PAPER_LR, SHORT_STEPS,
+                              DeviceUnavailable, PruneOptions, prune)
 
 from . import __version__
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-samples", type=number(int, 1), default=None,
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=None,
-                   help="re-finetuning learning rate (default: the paper's 3e-5; 1e-4 for a recovery of at most "
-                        "500 steps, as the CPU recipe's, at a target of 0.6 or more)")
+                   help=f"re-finetuning learning rate (default: the paper's {PAPER_LR:g}; {HIGH_LR:g} for a recovery "
+                        f"of at most {SHORT_STEPS} steps, as the CPU recipe's, at a target of {HIGH_TARGET} or more)")
     p.add_argument("--distill", type=number(float, 0, 1), default=PruneOptions.distill, metavar="ALPHA",
                    help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
                         "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default "

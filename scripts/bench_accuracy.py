@@ -46,7 +46,8 @@ def main() -> None:
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--tie-qkv", action="store_true", help="pgb-prune's --tie-qkv for every run")
     p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
-    p.add_argument("--compensation", choices=MODES, default="dense", help="pgb-prune's --compensation (default dense)")
+    p.add_argument("--compensation", choices=MODES, default=PruneOptions.compensation,
+                   help=f"pgb-prune's --compensation (default {PruneOptions.compensation}, its default)")
     p.add_argument("--distill", type=float, default=PruneOptions.distill,
                    help=f"weight of the dense teacher's soft loss (0: off; default {PruneOptions.distill}, pgb-prune's)")
     p.add_argument("--temperature", type=float, default=2.0)

@@ -22,6 +22,7 @@ from pruning import modeldir
 from pruning.batching import encode, make_batches
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, budget, compensation, importance
+from pruning.pipeline import PruneOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +32,9 @@ def main() -> None:
     p.add_argument("--fixture", default=str(ROOT.parent / "shared" / "models" / "minilm-sst2"))
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--target", type=float, default=0.5)
-    p.add_argument("--compensation", choices=[m for m in compensation.MODES if m != "off"], default="dense",
-                   help="pgb-prune's --compensation (default dense, its default)")
+    p.add_argument("--compensation", choices=[m for m in compensation.MODES if m != "off"],
+                   default=PruneOptions.compensation,
+                   help=f"pgb-prune's --compensation (default {PruneOptions.compensation}, its default)")
     p.add_argument("--out", default="bench/prune_speed.json")
     args = p.parse_args()
     res = {"machine": f"{platform.node()} {platform.machine()}, torch threads {torch.get_num_threads()}",
