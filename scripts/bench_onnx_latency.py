@@ -176,6 +176,8 @@ def main() -> None:
                    help="PGB fp32 graph forms: split/transpose only (default) or all four")
     p.add_argument("--out", default="bench/latency.json")
     args = p.parse_args()
+    if args.block < 1:
+        p.error("--block must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="pgb-bench-"))
 
     suites = {}
