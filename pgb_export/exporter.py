@@ -145,11 +145,16 @@ def load_plan(model_dir: Path, model) -> Plan:
     return plan
 
 
-def session(model_bytes: bytes, threads: int = 2):
+def session(model_bytes: bytes, threads: int = 2, spinning: bool = True):
+    """An ONNX Runtime CPU session. spinning=False lets its idle worker threads sleep: for a
+    process that holds many sessions and runs one at a time (the latency benchmark), where the
+    idle ones' spinning would take the cores from the one at work."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 

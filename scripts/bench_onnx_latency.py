@@ -38,6 +38,7 @@ from pruning import modeldir
 from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.census import census
+from pgb_export.exporter import session
 from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, importance, repermute
@@ -132,17 +133,6 @@ CENSUS = ("MatMul", "Permutation", "Exchange", "Gather", "Transpose")
 def census_of(model_bytes: bytes) -> dict:
     total = census(onnx.load_from_string(model_bytes))["total"]
     return {k: total[k] for k in CENSUS}
-
-
-def quiet_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session whose worker threads sleep when idle. The benchmark holds
-    every variant's session in one process; spinning workers of the idle ones took the cores
-    from the one being timed, and at batch 1 every median was 1.5 to 2.7 times its min (1.03
-    to 1.14 with spinning off, BENCHMARKS.md, "Warm caches")."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 def time_interleaved(sessions: dict, feeds: dict, repeats: int, block: int) -> dict[str, tuple[float, float]]:
@@ -253,7 +243,10 @@ def main() -> None:
     results = {"machine": f"{platform.node()} {platform.machine()}, {args.threads} ORT threads", "block": args.block,
                "onnxruntime": ort.__version__, "date": time.strftime("%Y-%m-%d"), "seq": args.seq, "suites": {}}
     for suite, variants in suites.items():
-        sessions = {k: quiet_session(v[0], args.threads) for k, v in variants.items()}
+        # Idle workers asleep: the idle variants' spinning workers took the cores from the one
+        # being timed; at batch 1 every median was 1.5 to 2.7 times its min, 1.03 to 1.14 without
+        # (BENCHMARKS.md, "Warm caches").
+        sessions = {k: session(v[0], args.threads, spinning=False) for k, v in variants.items()}
         rows = {}
         for batch in args.batches:
             ids = rng.integers(1000, 20000, (batch, args.seq)).astype(np.int64)
