@@ -13,7 +13,7 @@ from pruning import modeldir
 from . import __version__, trt_engine
 from .bert_graph import ExportError
 from .cli_common import Parser, add_data_flags, data_files, number, run, table
-from .exporter import ATTENTION_FORMS, ExportOptions, OptionsError, export
+from .exporter import ATTENTION_FORMS, GROUPINGS, ExportOptions, OptionsError, export
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS
 from .parity import ParityError
 
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "com.microsoft.MultiHeadAttention, the same logits; on MiniLM it was 3-8%% faster at batch "
                         "32, and at batch 1 29%% faster dense but 10%% slower at PGB 0.5 (BENCHMARKS.md); "
                         "standard keeps the standard ONNX ops")
+    p.add_argument("--grouping", choices=GROUPINGS,
+                   help="with --int8: auto (default) writes a grouped linear as a dense MatMul, its zeros stored "
+                        "and its outputs the same, where the permutations and copies around it cost more than "
+                        "its grouping saves in ONNX Runtime's INT8 kernels (on MiniLM: every attention "
+                        "projection and FFN1; report.json graph.written_dense names them); all keeps every "
+                        "grouped linear grouped")
     p.add_argument("--opset", type=number(int, 17, onnx.defs.onnx_opset_version()), default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--grouped-form", choices=GROUPED_FORMS, default="split",
                    help="split: G MatMuls on input slices, concatenated (default); batched: one MatMul on [G, M/G, N/G]")
@@ -98,19 +104,21 @@ def options(args) -> ExportOptions:
         model_dir=args.model_dir, out=args.out, task=args.task, data_files=data_files(args), tokenizer=args.tokenizer,
         glue_dir=args.glue_dir, triton=args.triton, triton_backend=args.triton_backend, trt=args.trt,
         precision=args.precision, max_seq=args.max_seq, opt_seq=args.opt_seq, timing_cache=args.timing_cache,
-        plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, opset=args.opset, grouped_form=args.grouped_form,
+        plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, grouping=args.grouping, opset=args.opset, grouped_form=args.grouped_form,
         permute_form=args.permute_form, max_len=args.max_len, max_batch=args.max_batch, force=args.force,
         progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:
-    layers = report["graph"]["census"]["layers"]
+    layers, dense = report["graph"]["census"]["layers"], report["graph"]["written_dense"]
     rows = [[s, c["MatMul"], c["Permutation"], c["Exchange"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"]
             for s, c in layers.items()]
     lines = [table(["scope", "MatMul", "permutations", "exchanges", "Gather", "Transpose", "weights"], rows), "",
              f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights "
              f"({report['params']['live']:,} live)  "
              f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",
+             *([f"{len(dense)} grouped linears written dense, cheaper so in ONNX Runtime INT8 "
+                f"({report['params']['stored']:,} weights stored): {', '.join(dense)}"] if dense else []),
              f"parity: max |{' / '.join(report['outputs'])} diff| {report['parity']['max_abs_diff']:.2e} "
              f"(tolerance {report['parity']['atol']:g}) over {len(report['parity']['checks'])} output x batch x "
              f"length checks"]

@@ -31,7 +31,7 @@ from pruning.squad import QAExample, QATask, windows
 from pruning.tasks import get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
-from . import calibration, trt_compat, trt_engine
+from . import calibration, lowering, trt_compat, trt_engine
 from .bert_graph import build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
@@ -55,10 +55,14 @@ DEFAULT_QA = QATask("question-answering", allow_no_answer=False)
 
 # Options that only mean something beside another one, and their defaults once that one is given.
 DEPENDENT = {"trt": {"precision": "fp16", "max_seq": 128, "opt_seq": None, "timing_cache": None},
-             "triton": {"triton_backend": "onnxruntime"}, "int8": {"attention": "fused"}}
+             "triton": {"triton_backend": "onnxruntime"}, "int8": {"attention": "fused", "grouping": "auto"}}
 
 # The int8 graph's attention: ONNX Runtime's fused MultiHeadAttention, or the standard ONNX ops.
 ATTENTION_FORMS = ("fused", "standard")
+
+# The int8 graph's grouped linears: auto writes dense those whose copies cost more than their
+# grouping saves (pgb_export.lowering); all keeps every one grouped.
+GROUPINGS = ("auto", "all")
 
 # Rows the QDQ graph's activation ranges are calibrated on: the dev set's first rows, or the
 # output-check texts without one (only one number per activation is fitted).
@@ -88,6 +92,7 @@ class ExportOptions:
     fp16: bool = False
     int8: bool = False  # dynamic int8 ONNX for ONNX Runtime on CPU
     attention: str | None = None  # ATTENTION_FORMS, of the int8 graph (default fused)
+    grouping: str | None = None  # GROUPINGS, of the int8 graph (default auto)
     opset: int = 17
     grouped_form: str = "split"
     permute_form: str = "transpose"
@@ -241,8 +246,11 @@ def export(opts: ExportOptions) -> dict:
         modeldir.check_labels(model.config, task.num_labels, task.name)
         modeldir.name_labels(model.config, task.label_names)
     plan = load_plan(model_dir, model)
+    # the plan model.onnx is written from: the int8 graph may write some grouped linears dense
+    dense = lowering.dense_cheaper(plan) if opts.int8 and opts.grouping == "auto" else []
+    written = lowering.densified(plan, dense)
 
-    graph = _graph(model, plan, opts, plugin=False, fp16=opts.fp16)
+    graph = _graph(model, written, opts, plugin=False, fp16=opts.fp16)
     precision = "int8" if opts.int8 else "fp16" if opts.fp16 else "fp32"
     atol, metric_tol = BERT_IO.tolerances(precision)
     onnx.checker.check_model(graph, full_check=True)
@@ -254,7 +262,8 @@ def export(opts: ExportOptions) -> dict:
     refs = bert.matrices(model)
     masks = plan.masks()
     live_kept = cost.kept_params(cost.live(refs, masks))
-    check_against_plan(counts, live_kept)
+    stored = cost.kept_params(cost.live(refs, written.masks()))  # live_kept plus the zeros of `dense`
+    check_against_plan(counts, stored)
     data = graph.SerializeToString()
     sess = session(data)
 
@@ -265,8 +274,9 @@ def export(opts: ExportOptions) -> dict:
               "graph": {"opset": opts.opset, "precision": precision,
                         "grouped_form": opts.grouped_form, "attention": opts.attention or "standard",
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
-                        "census": counts},
-              "params": {"kept": plan.kept, "live": live_kept, "total": plan.total, "ratio": plan.ratio},
+                        "grouping": opts.grouping or "all", "written_dense": dense, "census": counts},
+              "params": {"kept": plan.kept, "live": live_kept, "stored": stored, "total": plan.total,
+                         "ratio": plan.ratio},
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
               "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat}
     dev_set = None

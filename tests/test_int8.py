@@ -7,15 +7,18 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
 
+from pgb_export import lowering
 from pgb_export.bert_graph import build
 from pgb_export.bert_io import BERT_IO
 from pgb_export.census import census
 from pgb_export.grouped_linear import LinearOptions, quantize_weight
 from pruning import bert, cost, repermute
+from pruning.plan import MatrixPlan, Plan
 from tests.test_export_graph import CASES, plan_with
 from tests.test_families import FAMILIES, batches, tiny, worst_logit_diff
 from tests.test_reliability import assert_refused, call
@@ -88,6 +91,12 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                if n.domain}
     assert contrib == {("com.microsoft", "MultiHeadAttention")}  # fused attention: this graph is ORT's only
     assert report["graph"]["attention"] == "fused"
+    # at width 48 no grouped linear pays for its copies: each written dense, its zeros stored
+    live = report["params"]["live"]
+    assert report["graph"]["grouping"] == "auto"
+    assert report["graph"]["written_dense"] == [mp.name for mp in plan.matrices if mp.groups > 1]
+    assert report["params"]["stored"] == report["graph"]["census"]["encoder_weight_params"] > live
+    assert report["graph"]["census"]["total"]["Permutation"] == 0
     qdq = report["qdq"]  # the explicit-INT8 graph for TensorRT, checked through ONNX Runtime
     assert (tmp_path / "deploy" / qdq["file"]).is_file() and qdq["failures"] == []
     assert qdq["calibration"]["rows"] == 40 and qdq["tensorrt_compat"]["ok"]
@@ -99,6 +108,15 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                      "--attention", "standard")
     assert code == 0, err
     assert not any(n.domain for n in onnx.load(tmp_path / "standard" / "onnx" / "model.onnx").graph.node)
+    code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "grouped"), "--int8",
+                     "--grouping", "all")
+    assert code == 0, err
+    grouped = json.loads((tmp_path / "grouped" / "report.json").read_text())
+    assert grouped["graph"]["written_dense"] == [] and grouped["graph"]["grouping"] == "all"
+    assert grouped["params"]["stored"] == grouped["graph"]["census"]["encoder_weight_params"] == live
+    assert grouped["graph"]["census"]["total"]["Permutation"] > 0
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--grouping", "all"),
+                   "pgb-export", "--grouping only applies with --int8")
     assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--attention", "fused"),
                    "pgb-export", "--attention only applies with --int8")
     for flag in ("--fp16", "--plugin"):
@@ -155,3 +173,52 @@ def test_calibration_range_is_the_largest_input_each_linear_saw():
             want = max(float(s[r.layer].abs().max()) for s in states)
             assert ranges[r.name] == pytest.approx(want, rel=1e-6)
     assert model.training is False
+
+
+def _minilm_layer(hidden: int, groups: dict) -> Plan:
+    """One encoder layer's plan of the given width (FFN 4x), groups: kind -> G (default 1)."""
+    shapes = dict(zip(bert.KINDS, [(hidden, hidden)] * 4 + [(hidden, 4 * hidden), (4 * hidden, hidden)]))
+    return Plan([MatrixPlan(f"l0.{k}", 0, k, shapes[k], groups.get(k, 1), list(range(shapes[k][0])),
+                            list(range(shapes[k][1]))) for k in bert.KINDS])
+
+
+def test_cost_model_prices_each_chain_by_its_widths():
+    # FFN1 -> FFN2 of MiniLM, both grouped at G = 6: the blocks' MACs, FFN1's input permutation,
+    # the exchange (two copies of FFN1's 1536 outputs), FFN2's Concat and output permutation
+    ffn = [mp for mp in _minilm_layer(384, {"ffn1": 6, "ffn2": 6}).matrices if mp.kind in bert.FFN_KINDS]
+    assert lowering.chain_cost(ffn, [True, True]) == (
+        2 * 384 * 1536 / 6 + lowering.PERMUTE * 384 + 2 * lowering.COPY * 1536 + (lowering.COPY + lowering.PERMUTE) * 384)
+    assert lowering.chain_cost(ffn, [False, True]) == 384 * 1536 * (1 + 1 / 6) + (lowering.COPY + lowering.PERMUTE) * 384
+    assert lowering.chain_cost(ffn, [False, False]) == 2 * 384 * 1536
+
+
+def test_int8_writes_dense_what_its_copies_make_slower():
+    """MiniLM's width: no attention projection pays for its two permutations, FFN1 not for its
+    permutation and the Concat of 1536 outputs, FFN2 does; a wide layer keeps its grouping."""
+    mini = _minilm_layer(384, {"query": 8, "key": 6, "value": 2, "attn_out": 4, "ffn1": 6, "ffn2": 6})
+    assert lowering.dense_cheaper(mini) == ["l0.query", "l0.key", "l0.value", "l0.attn_out", "l0.ffn1"]
+    wide = _minilm_layer(2048, {"query": 4, "ffn1": 4, "ffn2": 4})
+    assert lowering.dense_cheaper(wide) == []
+    # a constant sub-layer (dropped W_V) writes none of its linears: nothing to name
+    assert lowering.dense_cheaper(_minilm_layer(384, {"query": 8, "value": 0, "ffn1": 0, "ffn2": 6})) == []
+    written = lowering.densified(mini, ["l0.query"])
+    assert written["l0.query"].groups == 1 and written["l0.query"].row_perm == list(range(384))
+    assert written["l0.key"] == mini["l0.key"] and mini["l0.query"].groups == 8  # a new plan
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_attention_written_dense_gives_the_grouped_graphs_logits(name):
+    """Dense writing is exact where the linear's input is quantized as one tensor either way:
+    the attention projections give the same int32 sums, so the same logits."""
+    model = tiny(name)
+    plan = plan_with(model, {k: g for k, g in CASES["all grouped"].items() if k[1] in bert.MHA_KINDS})
+    repermute.apply_plan(model, plan)
+    dense = lowering.dense_cheaper(plan)
+    assert len(dense) == 8  # every projection of both layers
+    opts = LinearOptions(int8=True, ort_attention=True)
+    grouped, written = build(model, plan, opts), build(model, lowering.densified(plan, dense), opts)
+    assert census(grouped)["total"]["Permutation"] > 0 and census(written)["total"]["Permutation"] == 0
+    feeds = {k: v.numpy() for k, v in batches(name)[0].items() if k in {i.name for i in grouped.graph.input}}
+    a, b = (ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+            for g in (grouped, written))
+    assert np.abs(a - b).max() <= 1e-6
