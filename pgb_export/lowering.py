@@ -15,7 +15,9 @@ The cost model counts, per token, int8 MACs and copied features at the prices be
 picks for each chain of linears (each attention projection alone; FFN1 -> FFN2) the cheapest
 choice of grouped or dense for its grouped members. Both prices were fitted to whole-graph
 timings of MiniLM (ONNX Runtime 1.32, 2 threads, AVX-512 VNNI); they are ratios, so a wider
-model scales them by its widths. The fp32 and QDQ graphs keep every grouped linear grouped:
+model scales them by its widths. A tied Q/K/V (pgb-prune --tie-qkv) shares one input
+permutation, which the model still charges to each of the three: it errs towards dense, which
+at MiniLM's width it picks anyway. The fp32 and QDQ graphs keep every grouped linear grouped:
 TensorRT reads them, and in fp32 a MAC costs several times more.
 """
 from __future__ import annotations
