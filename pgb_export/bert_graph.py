@@ -9,6 +9,8 @@ grouped MatMul subgraph and every exact simplification of PGB.md section 8 is ma
 - dropped W_1 or W_2: likewise for the FFN (GELU(b_1) W_2 + b_2, or b_2);
 - dropped W_Q or W_K: the projection is its bias, a constant broadcast in the score MatMul;
 - 1/sqrt(d_head) is folded into W_Q and b_Q;
+- heads with all-zero W_O rows and FFN neurons with a zero W_2 row are left out of every
+  linear of their sub-layer (`slicing`);
 - permutations are absorbed by `grouped_linear.linear` (biases, FFN1 -> GELU -> FFN2, and
   dense neighbours), and the ones left are counted in the census.
 Constants are folded in float64 from the pruned weights, then stored in float32.
@@ -30,6 +32,7 @@ from pruning.plan import MatrixPlan, Plan
 from .bert_io import BERT_IO
 from .graph import FLOAT, Graph, tensor_type
 from .grouped_linear import Chunks, LinearOptions, Part, linear
+from .slicing import layer_slices, sliced
 
 
 class ExportError(ValueError):
@@ -100,21 +103,22 @@ def _heads(g: Graph, y: str, heads: int, dh: int, perm: list[int]) -> str:
     return g.op("Transpose", [t], "Transpose", perm=perm)
 
 
-def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
-    q, k, v, o = plans
-    d, heads = cfg.hidden_size, cfg.num_attention_heads
-    dh = d // heads
+def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family, keep: np.ndarray | None) -> str:
+    """keep: the attention features (whole heads) to compute, None for all (slicing)."""
+    d = cfg.hidden_size
+    dh = d // cfg.num_attention_heads
     scale = 1.0 / math.sqrt(dh)
-    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (w.linear(mp.name) for mp in plans)
+    (q, wq, bq), (k, wk, bk), (v, wv, bv), (o, wo, bo) = (sliced(mp, *w.linear(mp.name), keep) for mp in plans)
     ln, eps = f"{layer_prefix}.{f.attention_norm}", layer_norm_eps(f, cfg)
-    if v.groups == 0 or o.groups == 0:
+    if v.groups == 0 or o.groups == 0 or wo.shape[0] == 0:  # the last: no head left
         const = bo + (bv @ wo if o.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "attention_constant")], "Add"), w, ln, eps)
-    ident = np.arange(d)
-    x = [Part(x, ident)]
+    width = wo.shape[0]
+    heads = width // dh
+    x = [Part(x, np.arange(d))]
 
     def project(w_, b_, mp):
-        return linear(g, x, w_, b_, mp, ident, opts)[0].name
+        return linear(g, x, w_, b_, mp, np.arange(width), opts)[0].name
 
     if opts.ort_attention and q.groups and k.groups:
         ctx = _ort_attention(g, project(wq * scale, bq * scale, q), project(wk, bk, k), project(wv, bv, v),
@@ -132,8 +136,8 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
         scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
         probs = g.op("Softmax", [scores], "Softmax", axis=-1)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
-        ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, d], np.int64), "shape")], "Reshape")
-    out = linear(g, [Part(ctx, ident)], wo, bo, o, ident, opts)[0].name
+        ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, width], np.int64), "shape")], "Reshape")
+    out = linear(g, [Part(ctx, np.arange(width))], wo, bo, o, np.arange(d), opts)[0].name
     return _layer_norm(g, g.op("Add", [out, x[0].name], "Add"), w, ln, eps)
 
 
@@ -148,11 +152,11 @@ def _ort_attention(g: Graph, q: str, k: str, v: str, heads: int, f: Family) -> s
     return out
 
 
-def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family) -> str:
-    f1, f2 = plans
-    (w1, b1), (w2, b2) = (w.linear(mp.name) for mp in plans)
+def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family, keep: np.ndarray | None) -> str:
+    """keep: the FFN neurons to compute, None for all (slicing)."""
+    (f1, w1, b1), (f2, w2, b2) = (sliced(mp, *w.linear(mp.name), keep) for mp in plans)
     ln, eps = f"{layer_prefix}.{f.ffn_norm}", layer_norm_eps(f, cfg)
-    if f1.groups == 0 or f2.groups == 0:
+    if f1.groups == 0 or f2.groups == 0 or w2.shape[0] == 0:  # the last: no neuron left
         const = b2 + (_gelu(b1) @ w2 if f2.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, eps)
     # FFN2 grouped: FFN1 delivers its output in FFN2's row chunks (GELU is elementwise): a
@@ -215,12 +219,14 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
     by_layer: dict[int, dict[str, MatrixPlan]] = {}
     for mp in plan.matrices:
         by_layer.setdefault(mp.layer, {})[mp.kind] = mp
+    slices = layer_slices(model, plan)
     for i, layer in enumerate(bert.encoder_layers(model)):
         g.scope = f"layer{i}"
         mps = by_layer[i]
         layer_prefix = f"{bert.layer_prefix(model)}.{i}"
-        x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts, f)
-        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f)
+        x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts, f,
+                       slices[i].attention)
+        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f, slices[i].ffn)
 
     g.scope = "head"
     head = head_named(model)

@@ -31,7 +31,7 @@ from pruning.squad import QAExample, QATask, windows
 from pruning.tasks import get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
-from . import calibration, lowering, trt_compat, trt_engine
+from . import calibration, lowering, slicing, trt_compat, trt_engine
 from .bert_graph import build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
@@ -150,6 +150,12 @@ def load_plan(model_dir: Path, model) -> Plan:
     return plan
 
 
+def graph_masks(model, plan: Plan) -> dict:
+    """Where a graph of `plan` holds weights: the plan's blocks, less the heads and FFN
+    neurons that add nothing (pgb_export.slicing). Its live count is what the graph stores."""
+    return slicing.sliced_masks(slicing.layer_slices(model, plan), plan, plan.masks())
+
+
 def session(model_bytes: bytes, threads: int = 2, spinning: bool = True):
     """An ONNX Runtime CPU session. spinning=False lets its idle worker threads sleep: for a
     process that holds many sessions and runs one at a time (the latency benchmark), where the
@@ -260,9 +266,9 @@ def export(opts: ExportOptions) -> dict:
               if opts.int8 else trt_compat.check(graph).to_json())
     counts = census(graph)
     refs = bert.matrices(model)
-    masks = plan.masks()
+    masks = graph_masks(model, plan)
     live_kept = cost.kept_params(cost.live(refs, masks))
-    stored = cost.kept_params(cost.live(refs, written.masks()))  # live_kept plus the zeros of `dense`
+    stored = cost.kept_params(cost.live(refs, graph_masks(model, written)))  # plus the zeros of `dense`
     check_against_plan(counts, stored)
     data = graph.SerializeToString()
     sess = session(data)
@@ -392,7 +398,7 @@ def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_le
 
 
 def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: list[dict], dev_set: DevSet | None,
-                    live_kept: int) -> tuple[onnx.ModelProto, dict]:
+                    stored: int) -> tuple[onnx.ModelProto, dict]:
     """The explicit-INT8 (QDQ) graph TensorRT builds INT8 engines from, calibrated on `rows`,
     checked where TensorRT is not needed: ONNX's checker, TensorRT's parser table, the
     census, and its outputs and dev metric through ONNX Runtime against PyTorch fp32."""
@@ -401,7 +407,7 @@ def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: li
     onnx.checker.check_model(graph, full_check=True)
     compat = trt_compat.check(graph)
     counts = census(graph)
-    check_against_plan(counts, live_kept)
+    check_against_plan(counts, stored)
     sess = session(graph.SerializeToString())
     atol, tol = BERT_IO.tolerances("int8")
     parity = check_outputs(sess, model, tok, texts, atol)
@@ -419,7 +425,7 @@ def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: li
     return graph, out
 
 
-def check_plugin_graph(graph, model, tok, texts, atol, live_kept: int) -> dict:
+def check_plugin_graph(graph, model, tok, texts, atol, stored: int) -> dict:
     """The plugin graph on the CPU: TensorRT-parser check with the pgb domain, and outputs
     through onnx.reference with the custom node's numpy semantics (plugins.reference)."""
     from onnx.reference import ReferenceEvaluator
@@ -427,7 +433,7 @@ def check_plugin_graph(graph, model, tok, texts, atol, live_kept: int) -> dict:
     from plugins.reference import GroupedLinear
     compat = trt_compat.check(graph, plugin_domain="pgb")
     counts = census(graph)
-    check_against_plan(counts, live_kept)
+    check_against_plan(counts, stored)
     evaluator = ReferenceEvaluator(graph, new_ops=[GroupedLinear])
     names = head_named(model).outputs
     ref = check_outputs(FunctionSession(lambda f: dict(zip(names, evaluator.run(None, f))), names),

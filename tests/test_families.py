@@ -11,6 +11,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
 
 from pgb_export import trt_compat
 from pgb_export.bert_graph import ExportError, build
+from pgb_export.bert_io import BERT_IO
 from pgb_export.census import census
 from pgb_export.grouped_linear import LinearOptions
 from pruning import bert, compensation, cost, importance, repermute
@@ -178,3 +179,40 @@ def test_prune_and_export_as_a_user_runs_them(name, sst2_like, tmp_path):
     assert report["graph"]["census"]["encoder_weight_params"] == report["params"]["live"] < report["params"]["total"]
     config = (tmp_path / "deploy" / "triton" / "pgb_bert" / "config.pbtxt").read_text()
     assert '"token_type_ids"' not in config and '"attention_mask"' in config
+
+
+def _zero_heads_and_neurons(model, heads: dict[int, list[int]], neurons: dict[int, list[int]]) -> None:
+    """Structured zeros: W_O rows of the given heads, W_2 rows of the given neurons (4 heads of
+    12 features in these tiny models)."""
+    refs = {(r.layer, r.kind): r for r in bert.matrices(model)}
+    with torch.no_grad():
+        for layer, hs in heads.items():
+            w = model.get_parameter(f"{refs[(layer, 'attn_out')].name}.weight")  # (out, in)
+            for h in hs:
+                w[:, h * 12:(h + 1) * 12] = 0
+        for layer, ns in neurons.items():
+            model.get_parameter(f"{refs[(layer, 'ffn2')].name}.weight")[:, ns] = 0
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_heads_and_neurons_that_add_nothing_are_sliced_out(name, int8):
+    """A head with zero W_O rows and a neuron with a zero W_2 row leave the graph (the MatMuls
+    shrink, the attention has fewer heads), all of them gone makes the sub-layer a constant,
+    and the logits stay PyTorch's."""
+    from pgb_export.bert_graph import dense_plan
+    from pgb_export.exporter import graph_masks
+    model = tiny(name)
+    _zero_heads_and_neurons(model, {0: [1, 3], 1: [0, 1, 2, 3]}, {0: list(range(0, 192, 3)), 1: list(range(192))})
+    plan = dense_plan(model)
+    graph = build(model, plan, LinearOptions(int8=int8, ort_attention=int8))
+    onnx_heads = [a.i for n in graph.graph.node if n.op_type == "MultiHeadAttention" for a in n.attribute
+                  if a.name == "num_heads"]
+    assert onnx_heads == ([2] if int8 else [])  # layer 1's attention is a constant now
+    counts = census(graph)
+    # layer 0: Q, K, V, O at 2 of 4 heads and the FFN at 128 of 192 neurons; layer 1: nothing
+    assert counts["layers"]["layer0"]["weight_params"] == 4 * 48 * 24 + 2 * 48 * 128
+    assert counts["layers"]["layer1"]["weight_params"] == 0
+    assert counts["encoder_weight_params"] == cost.kept_params(cost.live(bert.matrices(model), graph_masks(model, plan)))
+    worst = worst_logit_diff(graph, model, name)
+    assert worst <= (BERT_IO.atol_int8 if int8 else 1e-5), worst
