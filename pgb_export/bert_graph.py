@@ -216,9 +216,7 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
     mask = g.op("Unsqueeze", [m, g.const(np.array([1, 2], np.int64), "axes")], "Unsqueeze")
     x = _embeddings(g, w, f, prefix, cfg, mask_f)
 
-    by_layer: dict[int, dict[str, MatrixPlan]] = {}
-    for mp in plan.matrices:
-        by_layer.setdefault(mp.layer, {})[mp.kind] = mp
+    by_layer = plan.by_layer()
     slices = layer_slices(model, plan)
     for i, layer in enumerate(bert.encoder_layers(model)):
         g.scope = f"layer{i}"

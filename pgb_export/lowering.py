@@ -39,11 +39,8 @@ def _chains(plan: Plan) -> list[list[MatrixPlan]]:
     """Live linears in the runs whose orders the graph chains: each attention projection
     alone (it reads the residual stream or the context and feeds the attention or the
     residual), FFN1 -> FFN2 together (FFN2 reads FFN1's output in any order it asks for)."""
-    by_layer: dict[int, dict[str, MatrixPlan]] = {}
-    for mp in plan.matrices:
-        by_layer.setdefault(mp.layer, {})[mp.kind] = mp
     chains = []
-    for kinds in by_layer.values():
+    for kinds in plan.by_layer().values():
         q, k, v, o = (kinds[kd] for kd in bert.MHA_KINDS)
         if v.groups and o.groups:  # else the sub-layer is a constant, its linears unwritten
             chains += [[mp] for mp in (q, k, v, o) if mp.groups]
@@ -90,6 +87,4 @@ def densified(plan: Plan, names: Iterable[str]) -> Plan:
     """The plan with `names` as dense matrices (G = 1, identity orders): the plan a graph
     writing them dense is built from. The pruned weights are unchanged, zeros included."""
     names = set(names)
-    return dataclasses.replace(plan, matrices=[
-        MatrixPlan(mp.name, mp.layer, mp.kind, mp.shape, 1, list(range(mp.shape[0])), list(range(mp.shape[1])))
-        if mp.name in names else mp for mp in plan.matrices])
+    return dataclasses.replace(plan, matrices=[mp.in_order(1) if mp.name in names else mp for mp in plan.matrices])

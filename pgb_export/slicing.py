@@ -51,9 +51,7 @@ def layer_slices(model: nn.Module, plan: Plan) -> list[Slices]:
     by neuron)."""
     sd = model.state_dict()
     heads = bert.num_heads(model)
-    by_layer: dict[int, dict[str, MatrixPlan]] = {}
-    for mp in plan.matrices:
-        by_layer.setdefault(mp.layer, {})[mp.kind] = mp
+    by_layer = plan.by_layer()
     out = []
     for layer in sorted(by_layer):
         mps = by_layer[layer]
@@ -75,8 +73,7 @@ def sliced(mp: MatrixPlan, w: np.ndarray, b: np.ndarray, keep: np.ndarray | None
         w, b = w[:, keep], b[keep]
     else:
         w = w[keep]
-    return MatrixPlan(mp.name, mp.layer, mp.kind, w.shape, mp.groups, list(range(w.shape[0])),
-                      list(range(w.shape[1]))), w, b
+    return mp.in_order(mp.groups, w.shape), w, b
 
 
 def sliced_masks(slices: list[Slices], plan: Plan, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -38,6 +38,12 @@ class MatrixPlan:
         m, n = self.shape
         return 0 if self.groups == 0 else m * n // self.groups
 
+    def in_order(self, groups: int, shape: tuple[int, int] | None = None) -> MatrixPlan:
+        """This matrix with identity orders, `groups` and `shape` (default its own): how the
+        exporter plans a linear it writes dense, or sliced to fewer rows or columns."""
+        m, n = shape or self.shape
+        return MatrixPlan(self.name, self.layer, self.kind, (m, n), groups, list(range(m)), list(range(n)))
+
     @property
     def block(self) -> tuple[int, int]:
         m, n = self.shape
@@ -133,6 +139,13 @@ class Plan:
     def ratio(self) -> float:
         """Fraction of prunable weights removed."""
         return 1.0 - self.kept / self.total
+
+    def by_layer(self) -> dict[int, dict[str, MatrixPlan]]:
+        """{layer: {kind: MatrixPlan}}, layers in plan order."""
+        out: dict[int, dict[str, MatrixPlan]] = {}
+        for mp in self.matrices:
+            out.setdefault(mp.layer, {})[mp.kind] = mp
+        return out
 
     def masks(self) -> dict[str, torch.Tensor]:
         return {mp.name: mp.mask() for mp in self.matrices}
