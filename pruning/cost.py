@@ -5,7 +5,9 @@ sub-layer outputs a constant (softmax rows sum to one, so a constant value vecto
 through unchanged) and W_Q, W_K, W_V, W_O no longer matter; with W_1 or W_2 dropped the
 FFN outputs a constant. `live` masks leave those out; the exporter stores exactly the live
 weights, and MACs count only them: T MACs per live weight for a sequence of length T, plus
-2*T^2*d for each attention that is still computed.
+2*T^2*d_head for each head that is still computed. A head whose W_O rows are all empty adds
+nothing to the output; the exporter leaves it out of the graph (pgb_export.slicing), so it
+costs no attention either.
 """
 from __future__ import annotations
 
@@ -37,17 +39,20 @@ def live(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor]) -> dict[s
     return out
 
 
-def macs(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor], hidden: int,
+def macs(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor], heads: int,
          seq_len: int = 128) -> int:
     """Linear + attention MACs of one sequence; pass all-True masks for the dense model."""
     masks = live(refs, masks)
-    attention = sum(2 * seq_len * seq_len * hidden for r in refs
-                    if r.kind == "value" and bool(masks[r.name].any()))
+    attention = 0
+    for r in refs:
+        if r.kind == "attn_out":  # (in, out): rows are the heads' features, head by head
+            rows = masks[r.name].any(dim=1).view(heads, -1)
+            attention += 2 * seq_len * seq_len * rows.shape[1] * int(rows.any(dim=1).sum())
     return seq_len * kept_params(masks) + attention
 
 
-def flops_ratio(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor], hidden: int,
+def flops_ratio(refs: Sequence[MatrixRef], masks: Mapping[str, torch.Tensor], heads: int,
                 seq_len: int = 128) -> float:
     """Pruned MACs / dense MACs."""
     dense = {n: torch.ones_like(m) for n, m in masks.items()}
-    return macs(refs, masks, hidden, seq_len) / macs(refs, dense, hidden, seq_len)
+    return macs(refs, masks, heads, seq_len) / macs(refs, dense, heads, seq_len)

@@ -311,7 +311,7 @@ def prune(opts: PruneOptions) -> dict:
         "achieved_ratio": 1 - kept_total / total, "params_kept": kept_total, "params_total": total,
         "ratio_counts": "live weights: a matrix that a dropped partner makes dead counts as removed",
         "params_live": cost.kept_params(cost.live(refs, masks)),
-        "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+        "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
         "metrics": metrics, "warnings": warnings, "seconds": seconds, "device": str(device),
         "data": _data_report(splits),
         "recovery": {"steps": steps, "lr": lr, "lr_from": "--lr" if opts.lr is not None else

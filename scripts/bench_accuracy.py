@@ -99,7 +99,7 @@ def main() -> None:
                    "compensation": args.compensation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
-                   "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+                   "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
                    "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],
                    "final": metrics["final"][task.main_metric], "final_all": metrics["final"],
                    "ffn_layers_dropped": pgb.meta.get("ffn_layers_dropped"),

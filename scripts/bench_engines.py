@@ -105,7 +105,7 @@ def rows_for(name: str, cfg, plan_groups: int | None, opened: dict, batches, seq
     model = BertForSequenceClassification(cfg).eval()
     plan = dense_plan(model) if plan_groups is None else uniform_plan(bert.matrices(model), plan_groups)
     repermute.apply_plan(model, plan)
-    flops = cost.flops_ratio(bert.matrices(model), plan.masks(), cfg.hidden_size, seq)
+    flops = cost.flops_ratio(bert.matrices(model), plan.masks(), cfg.num_attention_heads, seq)
     rows = []
     for plugin in ((False,) if plan_groups is None else (False, True)):
         graph = build_graph(model, plan, LinearOptions(plugin=plugin), np.float16).SerializeToString()

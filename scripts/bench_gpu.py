@@ -135,7 +135,7 @@ def end_to_end_rows(name: str, model: nn.Module, plan: Plan, batches, seq: int, 
     grouped matrices swapped for each form."""
     repermute.apply_plan(model, plan)
     refs = bert.matrices(model)
-    ideal = 1 / cost.flops_ratio(refs, plan.masks(), model.config.hidden_size, seq)
+    ideal = 1 / cost.flops_ratio(refs, plan.masks(), model.config.num_attention_heads, seq)
     variants = {form: replace_linears(copy.deepcopy(model), plan, cls).to(dev, dt).eval()
                 for form, cls in FORMS.items()}
     variants = {"dense": model.to(dev, dt).eval(), **variants}

@@ -6,7 +6,9 @@ pgb-prune default, floor and paper), fp32 and INT8 (ours, as `--int8` writes it:
 fused attention); for the default allocation also quantize_dynamic over our PGB graph, an
 analysis row with every permutation removed (same shapes, wrong numbers: what the remaining
 permutations cost), our INT8 with the standard attention (what the fused one buys) and our
-INT8 with every grouped linear grouped (what `--grouping auto` buys).
+INT8 with every grouped linear grouped (what `--grouping auto` buys). `--pruned DIR` adds a
+model pgb-prune wrote (its own plan, e.g. from its default 2,000 importance samples, or a
+structured ablation), fp32 and INT8 as pgb-export writes them.
 Each row carries its graph census.
 
 Variants are timed interleaved (each round runs every variant in turn, repeated) and
@@ -40,7 +42,7 @@ from pruning.batching import encode, make_batches
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.census import census
 from pgb_export import lowering
-from pgb_export.exporter import session
+from pgb_export.exporter import graph_masks, load_plan, session
 from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, importance, repermute
@@ -177,6 +179,8 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.88])
     p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["measured", "floor", "paper"],
                    help="budget allocations to time (the first is pgb-prune's default)")
+    p.add_argument("--pruned", nargs="+", default=[], metavar="DIR",
+                   help="pgb-prune output directories of the fixture to time beside the plans made here")
     p.add_argument("--tie-qkv", action="store_true",
                    help="also time the default allocation's plans under pgb-prune's --tie-qkv (fp32 and INT8)")
     p.add_argument("--skip-bert-base", action="store_true")
@@ -192,7 +196,7 @@ def main() -> None:
     fixture = Path(args.fixture)
     dense_model, tok = modeldir.load(fixture)
     refs = bert.matrices(dense_model)
-    hidden = dense_model.config.hidden_size
+    heads = dense_model.config.num_attention_heads
     dense_bytes = build(dense_model, dense_plan(dense_model)).SerializeToString()
     minilm = {"dense (ours)": (dense_bytes, 1.0),
               "dense (ORT-optimised)": (ort_optimized_dense(dense_model, work / "minilm"), 1.0),
@@ -209,7 +213,7 @@ def main() -> None:
     for target in args.targets:
         for allocation in args.allocations:
             model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held)
-            ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
+            ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
             name = f"PGB {target} {allocation}"
             forms = [("split", "transpose")] if args.forms == "default" else [
                 (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
@@ -228,9 +232,15 @@ def main() -> None:
                     build(model, plan, INT8).SerializeToString(), ratio)
                 if args.tie_qkv:
                     model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, tie_qkv=True)
-                    tied_ratio = cost.flops_ratio(refs, plan.masks(), hidden, args.seq)
+                    tied_ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
                     minilm[f"{name} tied Q/K/V fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
                     minilm[f"{name} tied Q/K/V INT8 (ours)"] = (ours_int8(model, plan), tied_ratio)
+    for path in args.pruned:
+        model, _ = modeldir.load(Path(path))
+        plan = load_plan(Path(path), model)
+        ratio = cost.flops_ratio(refs, graph_masks(model, plan), heads, args.seq)
+        minilm[f"{path} fp32"] = (build(model, plan).SerializeToString(), ratio)
+        minilm[f"{path} INT8 (ours)"] = (ours_int8(model, plan), ratio)
     suites["MiniLM-L6 (minilm-sst2)"] = minilm
 
     if not args.skip_bert_base:
@@ -246,7 +256,7 @@ def main() -> None:
             plan = uniform_plan(bert.matrices(model), g)
             repermute.apply_plan(model, plan)
             bert_base[f"G={g} everywhere split/transpose"] = (build(model, plan).SerializeToString(),
-                                                             cost.flops_ratio(brefs, plan.masks(), 768, args.seq))
+                                                             cost.flops_ratio(brefs, plan.masks(), base.config.num_attention_heads, args.seq))
         suites["BERT-base shapes (random weights)"] = bert_base
 
     rng = np.random.default_rng(0)

@@ -85,18 +85,31 @@ def test_no_permutation_keeps_identity_order():
 
 
 def test_flops_ratio_counts_kept_weights_and_vanishing_attention():
-    refs = bert.matrices(tiny_bert(layers=1))
+    refs = bert.matrices(tiny_bert(layers=1, heads=4))
     dense = {r.name: torch.ones(r.shape, dtype=torch.bool) for r in refs}
-    assert cost.flops_ratio(refs, dense, 96, 128) == 1.0
+    assert cost.flops_ratio(refs, dense, 4, 128) == 1.0
     half = {n: torch.rand(m.shape) < 2 for n, m in dense.items()}
     for n in half:
         half[n].view(-1)[::2] = False
     linear = 128 * sum(m.numel() for m in dense.values())
     attention = 2 * 128 * 128 * 96
-    assert cost.flops_ratio(refs, half, 96, 128) == pytest.approx((linear / 2 + attention) / (linear + attention))
+    assert cost.flops_ratio(refs, half, 4, 128) == pytest.approx((linear / 2 + attention) / (linear + attention))
     no_value = dict(dense, **{refs[2].name: torch.zeros(refs[2].shape, dtype=torch.bool)})
     # W_V dropped: the attention is a constant, so Q, K and O are dead too
-    assert cost.macs(refs, no_value, 96, 128) == 128 * (sum(m.numel() for m in dense.values()) - 4 * 96 * 96)
+    assert cost.macs(refs, no_value, 4, 128) == 128 * (sum(m.numel() for m in dense.values()) - 4 * 96 * 96)
+
+
+def test_a_head_without_output_rows_costs_no_attention():
+    refs = bert.matrices(tiny_bert(layers=1, heads=4))
+    dense = {r.name: torch.ones(r.shape, dtype=torch.bool) for r in refs}
+    one_head_out = dict(dense)
+    one_head_out[refs[3].name] = dense[refs[3].name].clone()
+    one_head_out[refs[3].name][24:48] = False  # head 1 of 4 (24 features each): its W_O rows
+    scores = 2 * 128 * 128 * 24
+    assert cost.macs(refs, dense, 4, 128) - cost.macs(refs, one_head_out, 4, 128) == 128 * 24 * 96 + scores
+    # one row left keeps the head computed
+    one_head_out[refs[3].name][30] = True
+    assert cost.macs(refs, dense, 4, 128) - cost.macs(refs, one_head_out, 4, 128) == 128 * 23 * 96
 
 
 def test_auto_tau_moves_off_the_quantile_when_the_rule_drops_too_much():
