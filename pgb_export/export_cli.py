@@ -10,7 +10,7 @@ import onnx
 
 from pruning import modeldir
 
-from . import __version__, trt_engine
+from . import __version__, calibration, trt_engine
 from .bert_graph import ExportError
 from .cli_common import Parser, add_data_flags, data_files, number, run, table
 from .exporter import ATTENTION_FORMS, GROUPINGS, ExportOptions, OptionsError, export
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "its grouping saves in ONNX Runtime's INT8 kernels (on MiniLM: every attention "
                         "projection and FFN1; report.json graph.written_dense names them); all keeps every "
                         "grouped linear grouped")
+    p.add_argument("--calibration", choices=calibration.METHODS,
+                   help="how the QDQ graph's activation ranges are fitted (with --int8, or --trt --precision int8), "
+                        "on the dev rows after the ones the output check uses: max (default) |input| "
+                        "seen, or mse, the range with the least squared rounding and clipping error; "
+                        "either way the linears whose quantized input moves the outputs most stay in "
+                        "floating point until those rows' outputs are within 0.8 of the int8 "
+                        "tolerance (report.json qdq.calibration)")
     p.add_argument("--opset", type=number(int, 17, onnx.defs.onnx_opset_version()), default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--grouped-form", choices=GROUPED_FORMS, default="split",
                    help="split: G MatMuls on input slices, concatenated (default); batched: one MatMul on [G, M/G, N/G]")
@@ -104,7 +111,7 @@ def options(args) -> ExportOptions:
         model_dir=args.model_dir, out=args.out, task=args.task, data_files=data_files(args), tokenizer=args.tokenizer,
         glue_dir=args.glue_dir, triton=args.triton, triton_backend=args.triton_backend, trt=args.trt,
         precision=args.precision, max_seq=args.max_seq, opt_seq=args.opt_seq, timing_cache=args.timing_cache,
-        plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, grouping=args.grouping, opset=args.opset, grouped_form=args.grouped_form,
+        plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, grouping=args.grouping, calibration=args.calibration, opset=args.opset, grouped_form=args.grouped_form,
         permute_form=args.permute_form, max_len=args.max_len, max_batch=args.max_batch, force=args.force,
         progress=not args.quiet, source=args.source)
 

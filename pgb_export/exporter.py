@@ -67,6 +67,12 @@ GROUPINGS = ("auto", "all")
 # Rows the QDQ graph's activation ranges are calibrated on: the dev set's first rows, or the
 # output-check texts without one (only one number per activation is fitted).
 CALIBRATION_ROWS = 256
+# How the QDQ graph's activation ranges are fitted to those rows (pgb_export.calibration).
+CALIBRATION = "max"
+# The calibration rows' largest output change the QDQ graph may have, as a fraction of the
+# int8 tolerance: the fallback measures activations only (weights' int8 adds to it), and the
+# output check runs other inputs.
+FALLBACK_BUDGET = 0.8
 
 
 class OptionsError(ValueError):
@@ -93,6 +99,7 @@ class ExportOptions:
     int8: bool = False  # dynamic int8 ONNX for ONNX Runtime on CPU
     attention: str | None = None  # ATTENTION_FORMS, of the int8 graph (default fused)
     grouping: str | None = None  # GROUPINGS, of the int8 graph (default auto)
+    calibration: str | None = None  # calibration.METHODS, of the QDQ graph (default CALIBRATION)
     opset: int = 17
     grouped_form: str = "split"
     permute_form: str = "transpose"
@@ -122,6 +129,10 @@ class ExportOptions:
         if opts.trt and opts.precision == "int8" and (opts.plugin or opts.fp16):
             raise OptionsError(f"--precision int8 builds the engine from the QDQ graph; it does not combine with "
                                f"--{'plugin' if opts.plugin else 'fp16'}")
+        if self.calibration is not None and not (opts.int8 or (opts.trt and opts.precision == "int8")):
+            raise OptionsError("--calibration sets the ranges of the QDQ graph, written with --int8 or "
+                               "--trt --precision int8: add one of them or drop it")
+        opts = dataclasses.replace(opts, calibration=opts.calibration or CALIBRATION)
         if opts.task and opts.data_files:
             raise OptionsError("--task reads GLUE or SQuAD data; --dev-file is for your own: give one or the other")
         if opts.trt and opts.opt_seq is not None and opts.opt_seq > opts.max_seq:
@@ -283,7 +294,7 @@ def export(opts: ExportOptions) -> dict:
                         "grouping": opts.grouping or "all", "written_dense": dense, "census": counts},
               "params": {"kept": plan.kept, "live": live_kept, "stored": stored, "total": plan.total,
                          "ratio": plan.ratio},
-              "flops_ratio": cost.flops_ratio(refs, masks, model.config.hidden_size, 128),
+              "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
               "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat}
     dev_set = None
     max_len = modeldir.max_tokens(model.config, opts.max_len or (task or head).max_len)
@@ -389,34 +400,52 @@ def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
 
 
 def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_len: int) -> list[dict]:
-    """The first CALIBRATION_ROWS dev rows as batched for the dev metric, else the texts."""
+    """CALIBRATION_ROWS dev rows after the output-check texts (the dev set's first rows), so
+    that check sees inputs the calibration did not; else the texts themselves."""
     if dev_set:
-        return first_rows(dev_set.batches, CALIBRATION_ROWS)
+        after = _rows_from(dev_set.batches, len(texts))
+        return first_rows(after or dev_set.batches, CALIBRATION_ROWS)
     a, b = zip(*texts) if isinstance(texts[0], tuple) else (texts, None)
     enc = tok(list(a), list(b) if b else None, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return [{k: enc[k] for k in family(model).inputs if k in enc}]
 
 
+def _rows_from(batches: list[dict], start: int) -> list[dict]:
+    """The batches whose rows all come at or after row `start`."""
+    out, seen = [], 0
+    for b in batches:
+        if seen >= start:
+            out.append(b)
+        seen += len(b["input_ids"])
+    return out
+
+
 def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: list[dict], dev_set: DevSet | None,
                     stored: int) -> tuple[onnx.ModelProto, dict]:
-    """The explicit-INT8 (QDQ) graph TensorRT builds INT8 engines from, calibrated on `rows`,
-    checked where TensorRT is not needed: ONNX's checker, TensorRT's parser table, the
-    census, and its outputs and dev metric through ONNX Runtime against PyTorch fp32."""
-    ranges = calibration.input_ranges(model, rows)
-    graph = _graph(model, plan, opts, plugin=False, fp16=False, qdq=ranges)
+    """The explicit-INT8 (QDQ) graph TensorRT builds INT8 engines from, calibrated on `rows`
+    (ranges, and the linears left in floating point), checked where TensorRT is not needed:
+    ONNX's checker, TensorRT's parser table, the census, and its outputs and dev metric
+    through ONNX Runtime against PyTorch fp32."""
+    atol, tol = BERT_IO.tolerances("int8")
+    ranges = calibration.input_ranges(model, rows, opts.calibration)
+    floats, fallback = calibration.float_fallback(model, rows, ranges, FALLBACK_BUDGET * atol)
+    graph = _graph(model, plan, opts, plugin=False, fp16=False,
+                   qdq={n: a for n, a in ranges.items() if n not in floats})
     onnx.checker.check_model(graph, full_check=True)
     compat = trt_compat.check(graph)
     counts = census(graph)
     check_against_plan(counts, stored)
     sess = session(graph.SerializeToString())
-    atol, tol = BERT_IO.tolerances("int8")
     parity = check_outputs(sess, model, tok, texts, atol)
     out = {"file": "onnx/model.qdq.onnx",
            "purpose": "explicit INT8 for TensorRT engines (--trt --precision int8); run here by ONNX Runtime only",
            "calibration": {"rows": sum(len(b["input_ids"]) for b in rows),
-                           "source": "dev set, first rows" if dev_set else "the output-check texts",
-                           "method": "max |input| per linear, symmetric int8 per tensor; weights per output channel",
-                           "ranges": ranges},
+                           "source": ("dev set, the rows after the output-check texts" if dev_set
+                                      else "the output-check texts"),
+                           "method": opts.calibration,
+                           "quantization": "activations symmetric int8 per tensor, one range per linear's "
+                                           "input; weights per output channel",
+                           "ranges": ranges, "float_linears": floats, "fallback": fallback},
            "census": counts, "tensorrt_compat": compat.to_json(), "parity": parity.to_json()}
     if dev_set:
         out["accuracy"] = dev_set.compare("onnx_qdq", runner(sess), tol)

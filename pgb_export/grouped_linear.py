@@ -45,10 +45,10 @@ class LinearOptions:
     # (DynamicQuantizeLinear: uint8, per tensor), weights symmetric per-output-channel int8
     # stored for the kept blocks only, MatMulInteger per block, one dequantizing Mul.
     int8: bool = False
-    # Explicit INT8 for TensorRT (QDQ): matrix name -> the largest |input| calibration saw.
-    # Each MatMul reads its input through QuantizeLinear -> DequantizeLinear (symmetric int8,
-    # per tensor, scale amax / 127) and its weight through DequantizeLinear (int8, symmetric
-    # per output channel); everything else stays float. Standard ONNX, run as is by ONNX
+    # Explicit INT8 for TensorRT (QDQ): matrix name -> its input's calibrated range amax.
+    # Each named linear's MatMuls read their input through QuantizeLinear -> DequantizeLinear
+    # (symmetric int8, per tensor, scale amax / 127) and their weight through DequantizeLinear
+    # (int8, symmetric per output channel); unnamed linears and everything else stay float. Standard ONNX, run as is by ONNX
     # Runtime for the parity check.
     qdq: Mapping[str, float] | None = None
     # Attention as ONNX Runtime's fused com.microsoft.MultiHeadAttention (a contrib op): for
@@ -265,8 +265,8 @@ def _product(g: Graph, x: Part, w: np.ndarray, b: np.ndarray, opts: LinearOption
              amax: float | None = None) -> str:
     """x times w (rows in x's order) plus b: MatMul and Add; with int8 MatMulInteger on the
     quantized x and the dequantizing Mul; with QDQ (amax: x's calibrated range) a MatMul of
-    fake-quantized input and weight."""
-    if opts.qdq is not None:
+    fake-quantized input and weight (amax None: a linear the QDQ graph keeps in floating point)."""
+    if opts.qdq is not None and amax is not None:
         wq, ws = quantize_weight(w)
         wd = g.op("DequantizeLinear", [g.const(wq, block), g.const(ws, "weight_scale", np.float32),
                                        g.const(np.zeros(len(ws), np.int8), "weight_zero")], "DequantizeLinear", axis=1)
@@ -290,7 +290,7 @@ def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan
     With int8 a one-tensor input is quantized before it is permuted or split (so once,
     however many linears read it, and its copies move uint8); parts are quantized each."""
     n = w.shape[1]
-    amax = None if opts.qdq is None else opts.qdq[mp.name]
+    amax = None if opts.qdq is None else opts.qdq.get(mp.name)
     if opts.int8 and len(x) == 1:
         x = [_quantize(g, x[0])]
     if mp.groups == 1:

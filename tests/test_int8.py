@@ -100,6 +100,7 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
     qdq = report["qdq"]  # the explicit-INT8 graph for TensorRT, checked through ONNX Runtime
     assert (tmp_path / "deploy" / qdq["file"]).is_file() and qdq["failures"] == []
     assert qdq["calibration"]["rows"] == 40 and qdq["tensorrt_compat"]["ok"]
+    assert qdq["calibration"]["method"] == "max" and qdq["calibration"]["fallback"]["budget"] == 0.8
     assert 0 < qdq["parity"]["max_abs_diff"] <= BERT_IO.atol_int8
     assert qdq["accuracy"]["difference_points"] <= 1.0
     assert qdq["census"]["encoder_weight_params"] == report["params"]["live"]
@@ -117,6 +118,10 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
     assert grouped["graph"]["census"]["total"]["Permutation"] > 0
     assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--grouping", "all"),
                    "pgb-export", "--grouping only applies with --int8")
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--calibration", "mse"),
+                   "pgb-export", "--calibration sets the ranges of the QDQ graph")
+    assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--trt", "--calibration",
+                         "mse"), "pgb-export", "--calibration sets the ranges of the QDQ graph")
     assert_refused(*call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "d2"), "--attention", "fused"),
                    "pgb-export", "--attention only applies with --int8")
     for flag in ("--fp16", "--plugin"):
@@ -173,6 +178,57 @@ def test_calibration_range_is_the_largest_input_each_linear_saw():
             want = max(float(s[r.layer].abs().max()) for s in states)
             assert ranges[r.name] == pytest.approx(want, rel=1e-6)
     assert model.training is False
+
+
+def test_float_fallback_leaves_the_linear_that_moves_the_outputs_most_in_float():
+    from pgb_export import calibration
+    model = tiny("bert")
+    rows = batches("bert")
+    ranges = calibration.input_ranges(model, rows)
+    victim = bert.matrices(model)[10].name  # layer 1's FFN1
+    ranges[victim] /= 50  # clipped hard: its quantized input is far off
+    # this random model's logits are about 0.2, its int8 error about 3e-5 and the victim's 7e-4
+    floats, report = calibration.float_fallback(model, rows, ranges, budget=1e-4)
+    assert floats == [victim] and report["max_abs_diff"] <= 1e-4 < report["max_abs_diff_all_int8"]
+    assert max(report["sensitivity"], key=report["sensitivity"].get) == victim
+    assert calibration.float_fallback(model, rows, ranges, budget=float("inf"))[0] == []
+    # never more than a quarter of the linears, however far off the rest stay
+    capped, report = calibration.float_fallback(model, rows, ranges, budget=0.0)
+    assert len(capped) == int(calibration.MAX_FALLBACK * 12) and report["max_abs_diff"] > 0
+    # the QDQ graph reads the float linears' inputs unquantized, and is closer to PyTorch for it
+    graph = build(model, plan_with(model, CASES["dense"]), LinearOptions(qdq={n: a for n, a in ranges.items()
+                                                                             if n not in floats}))
+    def quantized_inputs(g):  # MatMuls that read a dequantized activation
+        producers = {o: n for n in g.graph.node for o in n.output}
+        return sum(n.op_type == "MatMul" and n.input[0] in producers
+                   and producers[n.input[0]].op_type == "DequantizeLinear" for n in g.graph.node)
+
+    spoiled = build(model, plan_with(model, CASES["dense"]), LinearOptions(qdq=ranges))
+    assert quantized_inputs(spoiled) - quantized_inputs(graph) == 1 and quantized_inputs(graph) == 11
+    assert worst_logit_diff(graph, model, "bert") < worst_logit_diff(spoiled, model, "bert")
+
+
+def test_mse_range_clips_a_lone_outlier_but_not_an_even_spread():
+    from pgb_export.calibration import BINS, _mse_clip
+    even = torch.full((BINS,), 100.0, dtype=torch.float64)
+    assert _mse_clip(even, 8.0) >= 0.99 * 8.0
+    outlier = torch.zeros(BINS, dtype=torch.float64)
+    outlier[: BINS // 100] = 50_000.0  # a million values within 1 % of the range
+    outlier[-1] = 1.0  # and one at the top
+    # (100 - c)^2 for the clipped one, 1e6 (c / 127)^2 / 12 for the rest: least at c = 16.2
+    want = 100 / (1 + 1e6 / (127 ** 2 * 12))
+    assert _mse_clip(outlier, 100.0) == pytest.approx(want, abs=100 / BINS)
+
+
+def test_calibration_rows_come_after_the_output_check_texts():
+    from types import SimpleNamespace
+
+    from pgb_export.exporter import CALIBRATION_ROWS, _calibration_batches
+    dev = SimpleNamespace(batches=[{"input_ids": torch.full((32, 4), i)} for i in range(12)])
+    rows = _calibration_batches(None, None, ["t"] * 64, dev, 16)
+    assert [int(b["input_ids"][0, 0]) for b in rows] == list(range(2, 2 + CALIBRATION_ROWS // 32))
+    # a dev set no longer than the texts calibrates on all of it
+    assert _calibration_batches(None, None, ["t"] * 64, SimpleNamespace(batches=dev.batches[:2]), 16) == dev.batches[:2]
 
 
 def _minilm_layer(hidden: int, groups: dict) -> Plan:
