@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "grouped linear grouped")
     p.add_argument("--calibration", choices=calibration.METHODS,
                    help="how the QDQ graph's activation ranges are fitted (with --int8, or --trt --precision int8), "
-                        "on the dev rows after the ones the output check uses: max (default) |input| "
+                        "on the dev rows after the ones the output check uses: max (default), the largest |input| "
                         "seen, or mse, the range with the least squared rounding and clipping error; "
                         "either way the linears whose quantized input moves the outputs most stay in "
                         "floating point until those rows' outputs are within 0.8 of the int8 "
