@@ -64,8 +64,8 @@ ATTENTION_FORMS = ("fused", "standard")
 # grouping saves (pgb_export.lowering); all keeps every one grouped.
 GROUPINGS = ("auto", "all")
 
-# Rows the QDQ graph's activation ranges are calibrated on: the dev set's first rows, or the
-# output-check texts without one (only one number per activation is fitted).
+# Rows the QDQ graph's activation ranges are calibrated on: dev rows after the output-check
+# texts, or those texts without a dev set (only one number per activation is fitted).
 CALIBRATION_ROWS = 256
 # How the QDQ graph's activation ranges are fitted to those rows (pgb_export.calibration).
 CALIBRATION = "max"
@@ -403,21 +403,11 @@ def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_le
     """CALIBRATION_ROWS dev rows after the output-check texts (the dev set's first rows), so
     that check sees inputs the calibration did not; else the texts themselves."""
     if dev_set:
-        after = _rows_from(dev_set.batches, len(texts))
+        after = dev_set.batches[len(first_rows(dev_set.batches, len(texts))):]
         return first_rows(after or dev_set.batches, CALIBRATION_ROWS)
     a, b = zip(*texts) if isinstance(texts[0], tuple) else (texts, None)
     enc = tok(list(a), list(b) if b else None, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return [{k: enc[k] for k in family(model).inputs if k in enc}]
-
-
-def _rows_from(batches: list[dict], start: int) -> list[dict]:
-    """The batches whose rows all come at or after row `start`."""
-    out, seen = [], 0
-    for b in batches:
-        if seen >= start:
-            out.append(b)
-        seen += len(b["input_ids"])
-    return out
 
 
 def check_qdq_graph(model, plan: Plan, opts: ExportOptions, tok, texts, rows: list[dict], dev_set: DevSet | None,

@@ -48,8 +48,8 @@ class LinearOptions:
     # Explicit INT8 for TensorRT (QDQ): matrix name -> its input's calibrated range amax.
     # Each named linear's MatMuls read their input through QuantizeLinear -> DequantizeLinear
     # (symmetric int8, per tensor, scale amax / 127) and their weight through DequantizeLinear
-    # (int8, symmetric per output channel); unnamed linears and everything else stay float. Standard ONNX, run as is by ONNX
-    # Runtime for the parity check.
+    # (int8, symmetric per output channel); unnamed linears and everything else stay float.
+    # Standard ONNX, run as is by ONNX Runtime for the parity check.
     qdq: Mapping[str, float] | None = None
     # Attention as ONNX Runtime's fused com.microsoft.MultiHeadAttention (a contrib op): for
     # graphs only ONNX Runtime runs (the dynamic INT8 one); the TensorRT-facing graphs stay
