@@ -40,13 +40,14 @@ def recovery_steps(rows: int, batch_size: int, epochs: float) -> int:
 def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], epochs: float,
              lr: float = 3e-5, masks: Mapping[str, torch.Tensor] | None = None,
              weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
-             progress: bool = True, distill=None) -> list[float]:
+             progress: bool = True, distill=None, teacher: nn.Module | None = None) -> list[float]:
     """Train `model` in place; `epoch_batches(e)` gives epoch e's batches (with the head's
     targets), on the head's loss (pruning.heads), the one importance scoring uses.
 
     A fractional `epochs` (0.5) runs that share of the last epoch's batches. With `distill`
     (pruning.distillation.Distillation) the batches carry the teacher's outputs and the loss
-    mixes them in. Returns the mean training loss of each epoch.
+    mixes them in; with `distill.hidden` the `teacher` model runs beside the student and its
+    layer outputs are matched too. Returns the mean training loss of each epoch.
     """
     torch.manual_seed(seed)
     weights = {}
@@ -75,9 +76,16 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
         running = 0.0
         for batch in batches:
             batch = on_device(model, batch)
-            out = model(**model_args(model, batch))
+            hidden = bool(distill and distill.hidden)
+            out = model(**model_args(model, batch), output_hidden_states=hidden)
             loss = head.loss(out, batch)
-            loss = (distill.loss(head, out, batch, loss) if distill else loss).mean()
+            loss = distill.loss(head, out, batch, loss) if distill else loss
+            if hidden:
+                with torch.no_grad():
+                    taught = teacher(**model_args(teacher, batch), output_hidden_states=True)
+                loss = loss + distill.hidden * distill.hidden_loss(out.hidden_states, taught.hidden_states,
+                                                                   batch["attention_mask"])
+            loss = loss.mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

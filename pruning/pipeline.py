@@ -4,6 +4,7 @@ PruneOptions and calls `prune`; benchmarks and tests call it, or its `recover` s
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import sys
@@ -17,7 +18,7 @@ from torch import nn
 
 from . import ablations, bert, budget, compensation, cost, finetune, grouping, importance, layer_drop, modeldir, repermute
 from .batching import evaluate, make_batches
-from .distillation import Distillation, attach_teacher
+from .distillation import Distillation, attach_teacher, distillation
 from .families import family
 from .heads import HEADS, head_named
 from .jsonfile import write_atomic
@@ -86,6 +87,7 @@ class PruneOptions:
     distill: float = 0.5  # weight of the dense teacher's soft loss in re-finetuning; 0 = off. Ahead or
     # level at equal steps on 7 of 8 runs with the dense compensation (BENCHMARKS.md)
     temperature: float = 2.0
+    distill_hidden: float = 0.0  # weight of the layer-output loss (Distillation.hidden); 0 = off
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
@@ -167,8 +169,11 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
     """Prune the dense `model` to `masks` (compensated as `compensation_mode` says), then re-finetune with the
     structure frozen, distilled from the dense model when `distill` is given; returns
     ({"vanilla": metrics, "final": metrics}, compensation report)."""
+    teacher = None
     if distill and epochs > 0 and train_enc:
         train_enc = attach_teacher(model, train_enc, pad_id=pad_id)  # the dense model, before pruning
+        if distill.hidden:
+            teacher = copy.deepcopy(model).eval().requires_grad_(False)
         lap("teacher")
     comp = compensation.compensate(model, masks, samples, progress=progress, mode=compensation_mode)
     lap("compensation")
@@ -177,7 +182,7 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
     metrics["final"] = metrics["vanilla"]
     if epochs > 0 and train_enc:
         finetune.finetune(model, lambda e: make_batches(train_enc, batch_size, True, seed + 1 + e, pad_id),
-                          epochs, lr, masks, seed=seed, progress=progress, distill=distill)
+                          epochs, lr, masks, seed=seed, progress=progress, distill=distill, teacher=teacher)
         lap("finetune")
         metrics["final"] = evaluate(model, task, dev_batches, progress)
         lap("final_eval")
@@ -291,7 +296,7 @@ def prune(opts: PruneOptions) -> dict:
                               compensation_mode=opts.compensation, epochs=opts.finetune_epochs,
                               lr=lr, batch_size=opts.batch_size, seed=opts.seed,
                               progress=progress, pad_id=pad, lap=lap,
-                              distill=Distillation(opts.distill, opts.temperature) if opts.distill else None)
+                              distill=distillation(opts.distill, opts.temperature, opts.distill_hidden))
     metrics.update(recovered)
     model.to("cpu")
 

@@ -24,7 +24,7 @@ from pruning.pipeline import ALLOCATIONS, PruneOptions, build_plan, held_rows, p
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, finetune, importance
 from pruning.compensation import MODES
-from pruning.distillation import Distillation
+from pruning.distillation import distillation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--distill", type=float, default=PruneOptions.distill,
                    help=f"weight of the dense teacher's soft loss (0: off; default {PruneOptions.distill}, pgb-prune's)")
     p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--distill-hidden", type=float, default=PruneOptions.distill_hidden,
+                   help="pgb-prune's --distill-hidden for every run")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--glue-dir", help="GLUE TSV root (default: pgb-prune's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto, pgb-prune's)")
@@ -80,7 +82,7 @@ def main() -> None:
         refs = bert.matrices(model)
         runs = [(t, "none", a, lr) for t in args.targets for a in args.allocations for lr in args.lrs]
         runs += [(args.ablation_target, a, args.allocations[0], lr) for a in args.ablations for lr in args.lrs]
-        distill = Distillation(args.distill, args.temperature) if args.distill else None
+        distill = distillation(args.distill, args.temperature, args.distill_hidden)
         steps = finetune.recovery_steps(len(train_enc), args.batch_size, args.finetune_epochs)
         for target, ablation, allocation, lr in runs:
             lr = lr if lr is not None else recovery_lr(steps, target)
@@ -98,6 +100,7 @@ def main() -> None:
                    "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv,
                    "compensation": args.compensation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
+                   "distill_hidden": args.distill_hidden,
                    "achieved": 1 - cost.kept_params(masks) / cost.total_params(masks),
                    "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
                    "dense": dense[task.main_metric], "vanilla": metrics["vanilla"][task.main_metric],

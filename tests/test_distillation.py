@@ -66,3 +66,55 @@ def test_teacher_outputs_are_each_rows_own(head):
         assert batch[f"teacher_{n}"].shape[0] == 4
         if head != "classification":
             assert batch[f"teacher_{n}"].shape == batch["input_ids"].shape
+
+
+def test_hidden_loss_is_relative_and_ignores_padding():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    teacher = [torch.randn(2, 3, 4) for _ in range(3)]
+    student = [t.clone() for t in teacher]
+    assert torch.equal(Distillation.hidden_loss(student, teacher, mask), torch.zeros(2))
+    student[1][0, 2] += 100.0  # padding of row 0
+    assert torch.equal(Distillation.hidden_loss(student, teacher, mask), torch.zeros(2))
+    scaled = [2 * t for t in teacher]  # every layer off by its own size: relative error 1
+    assert torch.allclose(Distillation.hidden_loss(scaled, teacher, mask), torch.ones(2))
+    tenfold = [10 * t for t in teacher]
+    assert torch.allclose(Distillation.hidden_loss([2 * t for t in tenfold], tenfold, mask), torch.ones(2))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_finetune_with_the_hidden_loss_draws_layers_towards_the_teacher(family):
+    """A student that starts as the teacher with noise on layer 0's FFN2 moves back towards the
+    teacher's layer outputs with the hidden loss; at equal steps without it, it stays further."""
+    import copy
+
+    from pruning import bert, finetune
+    from tests.test_families import batches, tiny
+
+    teacher = tiny(family)
+    rows = []
+    for i, b in enumerate(batches(family, n=2, size=8)):
+        labels = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(i))
+        rows += [{k: b[k][j].tolist() for k in b} | {"labels": int(labels[j])} for j in range(8)]
+    rows = attach_teacher(teacher, rows)
+    whole = make_batches(rows, len(rows))[0]
+    args = {k: whole[k] for k in whole if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def gap(student):
+        with torch.no_grad():
+            s = student(**args, output_hidden_states=True).hidden_states
+            t = teacher(**args, output_hidden_states=True).hidden_states
+        return float(Distillation.hidden_loss(s, t, whole["attention_mask"]).mean())
+
+    after = {}
+    for beta in (0.0, 1.0):
+        student = copy.deepcopy(teacher)
+        ref = next(r for r in bert.matrices(student) if r.kind == "ffn2" and r.layer == 0)
+        with torch.no_grad():
+            bert.linear(student, ref).weight.add_(torch.randn(bert.linear(student, ref).weight.shape,
+                                                              generator=torch.Generator().manual_seed(0)) * 0.3)
+        start = gap(student)
+        finetune.finetune(student, lambda e: make_batches(rows, 8, True, e), 4, lr=1e-3, progress=False,
+                          distill=Distillation(0.5, 2.0, beta), teacher=teacher)
+        after[beta] = gap(student)
+    assert start > 0.01
+    assert after[1.0] < 0.5 * min(start, after[0.0])
