@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--distill-hidden", type=float, default=PruneOptions.distill_hidden,
                    help="pgb-prune's --distill-hidden for every run")
     p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="pgb-prune's --seed: which rows are sampled, and the "
+                   "re-finetuning's order and dropout (default 0)")
     p.add_argument("--glue-dir", help="GLUE TSV root (default: pgb-prune's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto, pgb-prune's)")
     p.add_argument("--out", default="bench/accuracy.jsonl")
@@ -69,11 +71,11 @@ def main() -> None:
         train, dev = load_split(task, "train", data).examples, load_split(task, "dev", data).examples
         model, tok = modeldir.load(path)
         model.to(device)
-        rng = random.Random(0)
+        rng = random.Random(args.seed)
         sample_rows = rng.sample(train, min(args.samples, len(train)))
         samples = make_batches(encode(tok, sample_rows, args.max_len), 32)
         train_enc = encode(tok, rng.sample(train, min(args.finetune_samples, len(train))), args.max_len)
-        held = make_batches(encode(tok, held_rows(train, sample_rows, 0), args.max_len), 32)
+        held = make_batches(encode(tok, held_rows(train, sample_rows, args.seed), args.max_len), 32)
         dev_batches = make_batches(encode(tok, dev, args.max_len), 64)
         dense = evaluate(model, task, dev_batches)
         t = time.perf_counter()
@@ -94,7 +96,7 @@ def main() -> None:
                                              compensation_mode=args.compensation)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc,
                                  compensation_mode=args.compensation,
-                                 epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=0,
+                                 epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=args.seed,
                                  progress=False, distill=distill)
             row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
                    "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv,
@@ -108,7 +110,7 @@ def main() -> None:
                    "ffn_layers_dropped": pgb.meta.get("ffn_layers_dropped"),
                    "measured": pgb.meta.get("measured"),
                    "groups": [mp.groups for mp in pgb.matrices],
-                   "samples": args.samples, "finetune_epochs": args.finetune_epochs,
+                   "seed": args.seed, "samples": args.samples, "finetune_epochs": args.finetune_epochs,
                    "finetune_samples": args.finetune_samples, "score_seconds": round(score_s, 1),
                    "run_seconds": round(time.perf_counter() - t, 1),
                    "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
