@@ -49,6 +49,9 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
     mixes them in; with `distill.hidden` the `teacher` model runs beside the student and its
     layer outputs are matched too. Returns the mean training loss of each epoch.
     """
+    hidden = bool(distill and distill.hidden)
+    if hidden and teacher is None:
+        raise ValueError("distillation of the hidden states needs the teacher model")
     torch.manual_seed(seed)
     weights = {}
     if masks is not None:
@@ -76,7 +79,6 @@ def finetune(model: nn.Module, epoch_batches: Callable[[int], Sequence[dict]], e
         running = 0.0
         for batch in batches:
             batch = on_device(model, batch)
-            hidden = bool(distill and distill.hidden)
             out = model(**model_args(model, batch), output_hidden_states=hidden)
             loss = head.loss(out, batch)
             loss = distill.loss(head, out, batch, loss) if distill else loss

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pruning.batching import make_batches
+from pruning.batching import make_batches, model_args
 from pruning.distillation import Distillation, attach_teacher
 from pruning.heads import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION
 from tests.conftest import random_batches, tiny_bert
@@ -97,7 +97,7 @@ def test_finetune_with_the_hidden_loss_draws_layers_towards_the_teacher(family):
         rows += [{k: b[k][j].tolist() for k in b} | {"labels": int(labels[j])} for j in range(8)]
     rows = attach_teacher(teacher, rows)
     whole = make_batches(rows, len(rows))[0]
-    args = {k: whole[k] for k in whole if k in ("input_ids", "attention_mask", "token_type_ids")}
+    args = model_args(teacher, whole)
 
     def gap(student):
         with torch.no_grad():
@@ -109,12 +109,15 @@ def test_finetune_with_the_hidden_loss_draws_layers_towards_the_teacher(family):
     for beta in (0.0, 1.0):
         student = copy.deepcopy(teacher)
         ref = next(r for r in bert.matrices(student) if r.kind == "ffn2" and r.layer == 0)
+        w = bert.linear(student, ref).weight
         with torch.no_grad():
-            bert.linear(student, ref).weight.add_(torch.randn(bert.linear(student, ref).weight.shape,
-                                                              generator=torch.Generator().manual_seed(0)) * 0.3)
+            w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
         start = gap(student)
         finetune.finetune(student, lambda e: make_batches(rows, 8, True, e), 4, lr=1e-3, progress=False,
                           distill=Distillation(0.5, 2.0, beta), teacher=teacher)
         after[beta] = gap(student)
     assert start > 0.01
     assert after[1.0] < 0.5 * min(start, after[0.0])
+    with pytest.raises(ValueError, match="teacher"):
+        finetune.finetune(copy.deepcopy(teacher), lambda e: make_batches(rows, 8), 1, progress=False,
+                          distill=Distillation(0.5, 2.0, 1.0))
