@@ -23,7 +23,8 @@ def readme(report: dict, example: dict | None) -> str:
     lines = ["# Deployment", "", f"Exported from `{report['source']}` by pgb-export. `report.json` holds every "
              "check (parity of every output, the dev metric, the graph census).", "",
              "- `onnx/`: model.onnx with config.json and the tokenizer (ONNX Runtime, optimum).",
-             f"- outputs: {', '.join(report['outputs'])}."]
+             f"- outputs: {', '.join(report['outputs'])}.",
+             *(f"- warning: {w}." for w in report["warnings"])]
     if not example:
         return "\n".join(lines + [""])
     models = ", ".join(f"`{t['model']}` ({t['backend']})" for t in report["triton"])

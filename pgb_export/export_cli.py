@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pgb-export: parity check failed: {e}", file=sys.stderr)
             return 1
         print(summary(report))
+        for w in report["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
         print(f"wrote {args.out}")
         return 0
 

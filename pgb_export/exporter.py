@@ -27,8 +27,8 @@ from pruning.jsonfile import write_atomic
 from pruning.model_card import card
 from pruning.plan import Plan, PlanError
 from pruning.spans import best_span
-from pruning.squad import QAExample, QATask, windows
-from pruning.tasks import get_task, glue_dir, note_skipped
+from pruning.squad import SQUAD, QAExample, QATask, windows
+from pruning.tasks import TASKS, get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
 from . import calibration, lowering, slicing, trt_compat, trt_engine
@@ -296,6 +296,7 @@ def export(opts: ExportOptions) -> dict:
                          "ratio": plan.ratio},
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
               "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat}
+    report["warnings"] = _unchecked(opts, task, model, len(texts))
     dev_set = None
     max_len = modeldir.max_tokens(model.config, opts.max_len or (task or head).max_len)
     if task:
@@ -397,6 +398,18 @@ def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
     graph = build(model, plan, linear, np.float16 if fp16 else np.float32)
     graph.opset_import[0].version = opts.opset
     return graph
+
+
+def _unchecked(opts: ExportOptions, task, model, texts: int) -> list[str]:
+    """What a quantized export could not check without dev data: the INT8 graphs' task metric,
+    and QDQ ranges fitted on more than the few built-in texts."""
+    if task or not (opts.int8 or (opts.trt and opts.precision == "int8")):
+        return []
+    named = getattr(model.config, "finetuning_task", None)
+    hint = f"--task {named}" if named and named.lower() in (*TASKS, *SQUAD) else "--task or --dev-file"
+    return [f"no dev data: the INT8 task metric is not checked, and the QDQ ranges are fitted on the {texts} "
+            f"built-in texts only; add {hint} to check it within {BERT_IO.tolerances('int8')[1]:g} point "
+            f"and calibrate on {CALIBRATION_ROWS} dev rows"]
 
 
 def _calibration_batches(model, tok, texts: list, dev_set: DevSet | None, max_len: int) -> list[dict]:

@@ -6,9 +6,10 @@ layers, and never drops an attention sub-layer on purpose. Here:
 1. the cost of each sub-layer (a layer's attention: W_Q, W_K, W_V, W_O; or its FFN: W_1,
    W_2) is the calibration loss of the dense model with that sub-layer's weights zeroed
    (biases stay, as in every dropped matrix), minus the dense model's;
-2. for k = 0 .. max_drops, the k cheapest sub-layers are dropped, the floor allocation
-   spreads the budget over the rest (`budget.plan_pgb(..., drop=...)`), the model is
-   compensated to that plan on a few samples, and its calibration loss is measured;
+2. for k = 0 .. max_drops, the k cheapest sub-layers are dropped (among those the plan
+   without drops keeps: one the budget already empties would change nothing), the floor
+   allocation spreads the budget over the rest (`budget.plan_pgb(..., drop=...)`), the model
+   is compensated to that plan on a few samples, and its calibration loss is measured;
 3. the k with the lowest loss wins, among the plans that land on the target (dropping too
    much leaves matrices that cannot hold the budget even dense; those are not measured).
 Calibration rows are training rows the importance samples did not use, never the dev set
@@ -101,7 +102,11 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
     loss on `held`. `plan_for(drop)` is the plan at the target with those matrices dropped;
     `model` is left as it came."""
     costs = drop_costs(model, refs, held, progress)
-    order = sorted(costs, key=lambda s: costs[s])
+    # a sub-layer the budget already empties costs nothing to drop and changes no plan: the
+    # candidates are the ones the undropped plan keeps, cheapest first
+    empty = {m.name for m in plan_for(frozenset()).matrices if m.groups == 0}
+    emptied = [s for s in sorted(costs, key=lambda s: costs[s]) if s.matrices <= empty]
+    order = [s for s in sorted(costs, key=lambda s: costs[s]) if s not in emptied]
     weights = _Weights(model, refs)
     few = first_rows(samples, COMPENSATION_SAMPLES)
     trials = []
@@ -118,7 +123,8 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
         weights.restore()
     best = min((t for t in trials if t["calibration_loss"] is not None), key=lambda t: t["calibration_loss"],
                default=trials[0])
-    report = {"sublayer_costs": {s.name(): costs[s] for s in order},
+    report = {"sublayer_costs": {s.name(): costs[s] for s in sorted(costs, key=lambda s: costs[s])},
+              "emptied_by_budget": [s.name() for s in emptied],
               "trials": [{k: v for k, v in t.items() if k != "drop"} for t in trials],
               "chosen_drops": best["sublayers"], "calibration_rows": sum(len(b["input_ids"]) for b in held),
               "compensation_samples": sum(len(b["input_ids"]) for b in few)}

@@ -74,6 +74,7 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                                                      num_attention_heads=4, intermediate_size=96, num_labels=2))
     plan = plan_with(model, CASES["all grouped"])
     repermute.apply_plan(model, plan)
+    model.config.finetuning_task = "sst2"  # as pgb-prune writes it: the hint below names it
     model.save_pretrained(tmp_path / "pruned")
     tok.save_pretrained(tmp_path / "pruned")
     plan.save(tmp_path / "pruned" / "pgb.json")
@@ -84,7 +85,7 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                      "sst2", "--glue-dir", str(tmp_path / "glue"))
     assert code == 0, err
     report = json.loads((tmp_path / "deploy" / "report.json").read_text())
-    assert report["graph"]["precision"] == "int8"
+    assert report["graph"]["precision"] == "int8" and report["warnings"] == []
     assert report["parity"]["ok"] and report["parity"]["atol"] == BERT_IO.atol_int8
     assert report["accuracy"]["tolerance_points"] == 1.0 and report["accuracy"]["difference_points"] <= 1.0
     contrib = {(n.domain, n.op_type) for n in onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.node
@@ -109,6 +110,12 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                      "--attention", "standard")
     assert code == 0, err
     assert not any(n.domain for n in onnx.load(tmp_path / "standard" / "onnx" / "model.onnx").graph.node)
+    # without dev data nothing checks the task metric, and the user is told how to have it checked
+    unchecked = json.loads((tmp_path / "standard" / "report.json").read_text())
+    assert "accuracy" not in unchecked and unchecked["qdq"]["calibration"]["rows"] < 40
+    assert len(unchecked["warnings"]) == 1 and "add --task sst2 to check it" in unchecked["warnings"][0]
+    assert "warning: no dev data: the INT8 task metric is not checked" in err
+    assert "- warning: no dev data" in (tmp_path / "standard" / "README.md").read_text()
     code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "grouped"), "--int8",
                      "--grouping", "all")
     assert code == 0, err

@@ -47,13 +47,34 @@ def test_choose_keeps_the_lowest_calibration_loss_and_leaves_the_model_as_it_cam
     assert [t["drops"] for t in trials] == [0, 1, 2, 3]
     best = min((t for t in trials if t["calibration_loss"] is not None), key=lambda t: t["calibration_loss"])
     assert report["chosen_drops"] == best["sublayers"]
-    order = list(report["sublayer_costs"])  # cheapest first
+    order = [n for n in report["sublayer_costs"] if n not in report["emptied_by_budget"]]  # cheapest first
     assert all(t["sublayers"] == order[:t["drops"]] for t in trials)
     assert sorted(report["sublayer_costs"].values()) == list(report["sublayer_costs"].values())
     named = {s.name(): s.matrices for s in layer_drop.sublayers(refs)}
     assert drop == frozenset().union(*(named[n] for n in best["sublayers"]))
     measured = [t for t in trials if t["calibration_loss"] is not None]
     assert measured and all(abs(t["achieved_ratio"] - 0.6) <= budget.TOLERANCE for t in measured)
+
+
+def test_choose_tries_only_sublayers_the_plan_keeps():
+    """At a high target the budget empties some sub-layers on its own: dropping one of them
+    would repeat the plan without drops, so the trials go on to the cheapest kept ones."""
+    model, refs, samples, held = setup(1)
+    scores = importance.score(model, samples, progress=False)
+
+    def plan_for(d):
+        return budget.plan_pgb(refs, scores, 0.88, nperm=1, allocation="floor", drop=d)
+    empty = {mp.name for mp in plan_for(frozenset()).matrices if mp.groups == 0}
+    named = {s.name(): s.matrices for s in layer_drop.sublayers(refs)}
+    emptied = {n for n, m in named.items() if m <= empty}
+    assert emptied and len(emptied) < len(named)
+    drop, report = layer_drop.choose(model, refs, plan_for, samples, held, max_drops=2)
+    assert set(report["emptied_by_budget"]) == emptied
+    trials = report["trials"]
+    assert [t["drops"] for t in trials] == [0, 1, 2]
+    assert all(not emptied & set(t["sublayers"]) for t in trials)
+    kept = [n for n in report["sublayer_costs"] if n not in emptied]
+    assert [t["sublayers"] for t in trials] == [kept[:k] for k in range(3)]
 
 
 def test_build_plan_drops_the_chosen_sublayers_and_lands_on_the_target():
