@@ -41,7 +41,7 @@ from pgb_export.bert_graph import build, dense_plan
 from pgb_export.exporter import session
 from pgb_export.grouped_linear import LinearOptions
 from pruning import bert, modeldir
-from pruning.plan import Plan
+from pruning.plan import Plan, PlanError
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {"fp32": LinearOptions(), "int8": LinearOptions(int8=True, ort_attention=True)}
@@ -151,8 +151,11 @@ def main() -> None:
     refs = bert.matrices(model)
     plans = {}
     for d in args.pruned:
-        plans[d] = Plan.load(Path(d) / "pgb.json")
-        plans[d].check_matches(refs)
+        try:
+            plans[d] = Plan.load(Path(d) / "pgb.json")
+            plans[d].check_matches(refs)
+        except PlanError as e:
+            raise SystemExit(f"{d}: {e}") from None
         if plans[d].meta.get("method") in ("structured", "unstructured"):  # their zeros are not in G
             raise SystemExit(f"{d}: a {plans[d].meta['method']} model; the ceiling is for grouped plans")
     layers = len(bert.encoder_layers(model))
