@@ -27,8 +27,8 @@ from pruning.jsonfile import write_atomic
 from pruning.model_card import card
 from pruning.plan import Plan, PlanError
 from pruning.spans import best_span
-from pruning.squad import SQUAD, QAExample, QATask, windows
-from pruning.tasks import TASKS, get_task, glue_dir, note_skipped
+from pruning.squad import QAExample, QATask, windows
+from pruning.tasks import DataError, get_task, glue_dir, note_skipped
 from pruning.userdata import DataFiles, load_user_data
 
 from . import calibration, lowering, slicing, trt_compat, trt_engine
@@ -109,6 +109,11 @@ class ExportOptions:
     progress: bool = True
     source: str | None = None  # the model as the user named it (a Hub id stays one)
 
+    @property
+    def writes_qdq(self) -> bool:
+        """Whether the explicit-INT8 (QDQ) graph is written: with --int8, or for an INT8 engine."""
+        return self.int8 or (self.trt and self.precision == "int8")
+
     def validated(self) -> ExportOptions:
         """These options with dependent defaults filled in; OptionsError for a conflict."""
         filled = {}
@@ -129,7 +134,7 @@ class ExportOptions:
         if opts.trt and opts.precision == "int8" and (opts.plugin or opts.fp16):
             raise OptionsError(f"--precision int8 builds the engine from the QDQ graph; it does not combine with "
                                f"--{'plugin' if opts.plugin else 'fp16'}")
-        if self.calibration is not None and not (opts.int8 or (opts.trt and opts.precision == "int8")):
+        if self.calibration is not None and not opts.writes_qdq:
             raise OptionsError("--calibration sets the ranges of the QDQ graph, written with --int8 or "
                                "--trt --precision int8: add one of them or drop it")
         opts = dataclasses.replace(opts, calibration=opts.calibration or CALIBRATION)
@@ -307,7 +312,7 @@ def export(opts: ExportOptions) -> dict:
         report["accuracy"] = dev_set.compare("onnx", runner(sess), metric_tol)
     extra_files = {}
     qdq = None
-    if opts.int8 or (opts.trt and opts.precision == "int8"):
+    if opts.writes_qdq:
         rows = _calibration_batches(model, tok, texts, dev_set, max_len)
         qdq, report["qdq"] = check_qdq_graph(model, plan, opts, tok, texts, rows, dev_set, live_kept)
         extra_files["onnx/model.qdq.onnx"] = qdq.SerializeToString()
@@ -403,10 +408,15 @@ def _graph(model, plan: Plan, opts: ExportOptions, *, plugin: bool, fp16: bool,
 def _unchecked(opts: ExportOptions, task, model, texts: int) -> list[str]:
     """What a quantized export could not check without dev data: the INT8 graphs' task metric,
     and QDQ ranges fitted on more than the few built-in texts."""
-    if task or not (opts.int8 or (opts.trt and opts.precision == "int8")):
+    if task or not opts.writes_qdq:
         return []
+    hint = "--task or --dev-file"
     named = getattr(model.config, "finetuning_task", None)
-    hint = f"--task {named}" if named and named.lower() in (*TASKS, *SQUAD) else "--task or --dev-file"
+    if named:
+        try:
+            hint = f"--task {get_task(named).name}"
+        except DataError:  # a task of the user's own: their dev file
+            pass
     return [f"no dev data: the INT8 task metric is not checked, and the QDQ ranges are fitted on the {texts} "
             f"built-in texts only; add {hint} to check it within {BERT_IO.tolerances('int8')[1]:g} point "
             f"and calibrate on {CALIBRATION_ROWS} dev rows"]

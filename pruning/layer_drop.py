@@ -104,9 +104,10 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
     costs = drop_costs(model, refs, held, progress)
     # a sub-layer the budget already empties costs nothing to drop and changes no plan: the
     # candidates are the ones the undropped plan keeps, cheapest first
+    by_cost = sorted(costs, key=costs.get)
     empty = {m.name for m in plan_for(frozenset()).matrices if m.groups == 0}
-    emptied = [s for s in sorted(costs, key=lambda s: costs[s]) if s.matrices <= empty]
-    order = [s for s in sorted(costs, key=lambda s: costs[s]) if s not in emptied]
+    emptied = [s for s in by_cost if s.matrices <= empty]
+    order = [s for s in by_cost if s not in emptied]
     weights = _Weights(model, refs)
     few = first_rows(samples, COMPENSATION_SAMPLES)
     trials = []
@@ -123,7 +124,7 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
         weights.restore()
     best = min((t for t in trials if t["calibration_loss"] is not None), key=lambda t: t["calibration_loss"],
                default=trials[0])
-    report = {"sublayer_costs": {s.name(): costs[s] for s in sorted(costs, key=lambda s: costs[s])},
+    report = {"sublayer_costs": {s.name(): costs[s] for s in by_cost},
               "emptied_by_budget": [s.name() for s in emptied],
               "trials": [{k: v for k, v in t.items() if k != "drop"} for t in trials],
               "chosen_drops": best["sublayers"], "calibration_rows": sum(len(b["input_ids"]) for b in held),

@@ -1,8 +1,9 @@
 """The fastest a plan's grouped export could run in ONNX Runtime on this CPU, from the dense
 export's own profile.
 
-Each node of the dense graph is timed by ONNX Runtime's profiler (kernel time, mean over
-`--rounds` runs). A pruned model's time is then bounded from below by:
+Each node of the dense graph is timed by ONNX Runtime's profiler (kernel time per run, the
+median over `--rounds` runs in each of 3 sessions). A pruned model's time is then bounded
+from below by:
 - each linear's MatMul time divided by its G (nothing for a dropped one);
 - a dropped sub-layer's nodes removed, except its residual Add and LayerNorm (the export
   keeps those: the sub-layer becomes a constant added before its LayerNorm);
@@ -19,7 +20,7 @@ ceiling also counts what grouping cannot shrink.
 
 For `int8` the dense graph is ours (`pgb-export --int8`: fused attention, dynamic INT8 per
 linear), and the ceiling is also stated against ONNX Runtime's own `quantize_dynamic` of the
-dense export (the baseline of issue 10), profiled in the same run.
+dense export (the baseline of issue 10), timed in the same interleaved runs.
 
     .venv/bin/python scripts/latency_ceiling.py --pruned DIR [DIR ...] --out bench/ceiling.json
 """
@@ -143,7 +144,7 @@ def main() -> None:
                    help="the dense model the plans prune (default the minilm-sst2 fixture)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=100, help="profiled runs per session at batch 1 (fewer at larger batches)")
+    p.add_argument("--rounds", type=int, default=100, help="runs per profiled session, and timing rounds, at batch 1 (fewer at larger batches)")
     p.add_argument("--out", default="bench/ceiling.json")
     args = p.parse_args()
 
