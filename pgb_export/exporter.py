@@ -36,7 +36,7 @@ from .bert_graph import build, dense_plan
 from .bert_io import BERT_IO
 from .census import census, check_against_plan
 from .deploy_readme import readme
-from .grouped_linear import PLUGIN_OP, LinearOptions
+from .grouped_linear import DYNAMIC_QMAX, PLUGIN_OP, LinearOptions
 from .parity import FunctionSession, ParityError, check_outputs
 
 # Real sentences for the output check when there is no dev set; question-answering models
@@ -296,7 +296,9 @@ def export(opts: ExportOptions) -> dict:
               "graph": {"opset": opts.opset, "precision": precision,
                         "grouped_form": opts.grouped_form, "attention": opts.attention or "standard",
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
-                        "grouping": opts.grouping or "all", "written_dense": dense, "census": counts},
+                        "grouping": opts.grouping or "all", "written_dense": dense, "census": counts,
+                        # signed bits of the dynamic INT8 graph's weights (grouped_linear.DYNAMIC_QMAX)
+                        **({"weight_bits": DYNAMIC_QMAX.bit_length() + 1} if opts.int8 else {})},
               "params": {"kept": plan.kept, "live": live_kept, "stored": stored, "total": plan.total,
                          "ratio": plan.ratio},
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),

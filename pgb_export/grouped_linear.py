@@ -42,8 +42,8 @@ class LinearOptions:
     # fused into the kernel, so no permutation is ever materialised). TensorRT only.
     plugin: bool = False
     # Dynamic INT8 for ONNX Runtime on CPU: each activation quantized once at run time
-    # (DynamicQuantizeLinear: uint8, per tensor), weights symmetric per-output-channel int8
-    # stored for the kept blocks only, MatMulInteger per block, one dequantizing Mul.
+    # (DynamicQuantizeLinear: uint8, per tensor), weights symmetric per-output-channel int8 of
+    # 7 bits (DYNAMIC_QMAX) stored for the kept blocks only, MatMulInteger per block, one dequantizing Mul.
     int8: bool = False
     # Explicit INT8 for TensorRT (QDQ): matrix name -> its input's calibrated range amax.
     # Each named linear's MatMuls read their input through QuantizeLinear -> DequantizeLinear
@@ -222,13 +222,22 @@ def _batched_matmul(g: Graph, x: str, blocks: np.ndarray, zero_point: str | None
     return g.op("Reshape", [t, g.const(np.array([0, 0, groups * bc], np.int64), "shape")], "Reshape")
 
 
-def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8: (W_q, scale) with W ~ W_q * scale, |W_q| <= 127.
+# The dynamic INT8 graph's weights use 7 bits. On x86 CPUs without VNNI (AVX2, AVX-512F),
+# ONNX Runtime's uint8 x int8 MatMulInteger adds products in pairs into int16 and saturates:
+# 255 * 127 * 2 > 32767. With |W_q| <= 63 every pair fits (255 * 63 * 2 = 32130), so the int32
+# sums are exact on every CPU, at half the weight resolution (measured: BENCHMARKS.md, "INT8
+# on CPUs without VNNI"). The QDQ graph is TensorRT's, whose int8 kernels keep 8 bits.
+DYNAMIC_QMAX = 63
+QDQ_QMAX = 127
+
+
+def quantize_weight(w: np.ndarray, qmax: int = QDQ_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8: (W_q, scale) with W ~ W_q * scale, |W_q| <= qmax.
     Columns of a block-diagonal weight are non-zero inside their block only, so the scale of
     a column is its block's."""
-    scale = np.abs(w).max(axis=0) / 127.0
+    scale = np.abs(w).max(axis=0) / qmax
     scale[scale == 0] = 1.0
-    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+    return np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8), scale
 
 
 def _quantized(g: Graph, x: str) -> tuple[str, str, str]:
@@ -275,7 +284,7 @@ def _product(g: Graph, x: Part, w: np.ndarray, b: np.ndarray, opts: LinearOption
     if not opts.int8:
         return g.op("Add", [g.op("MatMul", [x.name, g.const(w, block)], "MatMul"), g.const(b, "bias")], "Add")
     x = _quantize(g, x)
-    wq, ws = quantize_weight(w)
+    wq, ws = quantize_weight(w, DYNAMIC_QMAX)
     return _dequantized(g, g.op("MatMulInteger", [x.name, g.const(wq, block), x.zero], "MatMulInteger"),
                         x.scale, ws, b)
 
@@ -319,7 +328,7 @@ def linear(g: Graph, x: list[Part], w: np.ndarray, b: np.ndarray, mp: MatrixPlan
         rows = whole.order.reshape(groups, -1)
         if opts.int8:
             whole = _quantize(g, whole)
-            wq, ws = quantize_weight(w[:, natural])  # per output channel, in the output's order
+            wq, ws = quantize_weight(w[:, natural], DYNAMIC_QMAX)  # per output channel, in the output's order
             bq = np.stack([wq[r][:, i * cols.shape[1]:(i + 1) * cols.shape[1]] for i, r in enumerate(rows)])
             y = _dequantized(g, _batched_matmul(g, whole.name, bq, whole.zero), whole.scale, ws, b[natural])
         else:

@@ -17,7 +17,8 @@ choice of grouped or dense for its grouped members. Both prices were fitted to w
 timings of MiniLM (ONNX Runtime 1.32, 2 threads, AVX-512 VNNI); they are ratios, so a wider
 model scales them by its widths. A tied Q/K/V (pgb-prune --tie-qkv) shares one input
 permutation, which the model still charges to each of the three: it errs towards dense, which
-at MiniLM's width it picks anyway. The fp32 and QDQ graphs keep every grouped linear grouped:
+at MiniLM's width it picks anyway. A tied FFN (pgb-prune --tie-ffn) hands FFN1's blocks to
+FFN2's as they are, and that hand-over is free. The fp32 and QDQ graphs keep every grouped linear grouped:
 TensorRT reads them, and in fp32 a MAC costs several times more.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable
+
+import numpy as np
 
 from pruning import bert
 from pruning.plan import MatrixPlan, Plan
@@ -64,10 +67,18 @@ def chain_cost(chain: list[MatrixPlan], grouped: list[bool]) -> float:
         if i == len(chain) - 1:  # its blocks concatenated, then put back in the residual order
             total += (COPY + PERMUTE) * n
         elif grouped[i + 1]:  # hands its blocks over to the next grouped linear
-            total += 2 * COPY * n
+            total += 0 if hands_over_aligned(mp, chain[i + 1]) else 2 * COPY * n
         else:  # concatenated; the dense reader absorbs the order
             total += COPY * n
     return total
+
+
+def hands_over_aligned(producer: MatrixPlan, consumer: MatrixPlan) -> bool:
+    """Block i of `producer` makes exactly the features block i of `consumer` reads (a tied
+    FFN), so the graph passes the blocks' outputs over without a copy."""
+    cols = np.asarray(producer.col_perm).reshape(producer.groups, -1)
+    rows = np.asarray(consumer.row_perm).reshape(consumer.groups, -1)
+    return producer.groups == consumer.groups and all(set(c.tolist()) == set(r.tolist()) for c, r in zip(cols, rows))
 
 
 def dense_cheaper(plan: Plan) -> list[str]:

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "export permutes their common input once instead of up to three times. Off by default: "
                         "on MiniLM at 0.88 it was 3-5%% faster at batch 32 on ONNX Runtime CPU for 0.9 points of "
                         "SST-2, at 0.5 neither faster nor less accurate (BENCHMARKS.md, \"Tied Q/K/V\")")
+    p.add_argument("--tie-ffn", action="store_true",
+                   help="give a layer's grouped W_1 and W_2 one G and one neuron partition, so FFN1's block i "
+                        "feeds FFN2's block i and the export copies nothing between them. Off by default "
+                        "(BENCHMARKS.md, \"Tied FFN\")")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")
     p.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0)
@@ -131,7 +135,7 @@ def options(args) -> PruneOptions:
         finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
         distill_hidden=args.distill_hidden,
         batch_size=args.batch_size, max_len=args.max_len,
-        ablation=args.ablation, tie_qkv=args.tie_qkv, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
+        ablation=args.ablation, tie_qkv=args.tie_qkv, tie_ffn=args.tie_ffn, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
 
 
 def summary(report: dict) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
-from .budget import TOLERANCE, grouped_plan, plan_pgb
+from .budget import TOLERANCE, Ties, grouped_plan, plan_pgb
 from .grouping import common_divisors
 from .plan import MatrixPlan, Plan
 
@@ -81,11 +81,11 @@ def plan_from_masks(refs: Sequence[MatrixRef], masks: Masks, meta: dict) -> Plan
 def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
           target: float, heads: int, gmax: int = 6, nperm: int = 6,
           tau: float | str = "auto", progress: bool = False, allocation: str = "paper",
-          drop: frozenset[str] = frozenset(), tie_qkv: bool = False) -> tuple[Plan, Masks, Plan]:
+          drop: frozenset[str] = frozenset(), ties: Ties = Ties()) -> tuple[Plan, Masks, Plan]:
     """(plan written to pgb.json, masks to prune with, the PGB plan it was sized from); the
     matrices in `drop` are dropped in the PGB plan (and so sized out of the baselines)."""
     pgb = plan_pgb(refs, scores, target, gmax, nperm, tau, permute=ablation != "no-permutation",
-                   progress=progress, allocation=allocation, drop=drop, tie_qkv=tie_qkv)
+                   progress=progress, allocation=allocation, drop=drop, ties=ties)
     if ablation in ("unstructured", "structured"):
         kept = {mp.name: mp.kept for mp in pgb.matrices}
         masks = (unstructured(refs, scores, kept) if ablation == "unstructured"

@@ -10,14 +10,19 @@ are dead, so all four are dropped and charge nothing; likewise an FFN whose W_1 
 rule drops is dropped whole. The budget they would have held goes to live matrices, and the
 plan's kept count is what the exporter stores.
 
-`tie_qkv` (opt-in, beyond the paper): W_Q, W_K and W_V read the same input, and each grouped
-one needs that input permuted into its own row chunks. Tied, the grouped ones of a layer get
-one G and one row permutation, so an export permutes their input once instead of up to three
-times, at the cost of some captured importance.
+`Ties` (opt-in, beyond the paper) make matrices of a layer share one permutation, so that an
+export copies an activation fewer times, at the cost of some captured importance:
+- qkv: W_Q, W_K and W_V read the same input, and each grouped one needs that input permuted
+  into its own row chunks. Tied, the grouped ones get one G and one row permutation, so the
+  input is permuted once instead of up to three times.
+- ffn: W_1's columns and W_2's rows are the same neurons. Tied, a grouped pair gets one G and
+  one neuron partition (W_1's column permutation is W_2's row permutation), so block i of
+  FFN1 feeds block i of FFN2 and the exchange between them goes away.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -34,6 +39,25 @@ QKV = MHA_KINDS[:3]  # the projections that read the attention sub-layer's input
 ALLOCATIONS = ("paper", "floor")
 
 
+@dataclass(frozen=True)
+class Ties:
+    """Which matrices of a layer share a permutation (module docstring); none by default."""
+
+    qkv: bool = False
+    ffn: bool = False
+
+    def tie_of(self, kind: str) -> str | None:
+        """The tie a matrix of this kind belongs to, if that tie is on."""
+        if self.qkv and kind in QKV:
+            return "qkv"
+        if self.ffn and kind in FFN_KINDS:
+            return "ffn"
+        return None
+
+    def meta(self) -> dict:
+        return {"tie_qkv": self.qkv, "tie_ffn": self.ffn}
+
+
 def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
     """The global score quantile with exactly `kept` weights above it (ties aside)."""
     flat = torch.cat([s.flatten().float() for s in scores.values()])
@@ -47,41 +71,42 @@ def auto_tau(scores: Mapping[str, torch.Tensor], kept: int) -> float:
 
 def grouped_plan(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
                  groups: Mapping[str, int], nperm: int, permute: bool = True,
-                 meta: dict | None = None, progress: bool = False, tie_qkv: bool = False) -> Plan:
-    """Permutation search for every matrix at the G already decided for it; with `tie_qkv`
-    the grouped W_Q, W_K, W_V of a layer that share a G are searched together and share
-    their row permutation."""
+                 meta: dict | None = None, progress: bool = False, ties: Ties = Ties()) -> Plan:
+    """Permutation search for every matrix at the G already decided for it; the tied members
+    of a layer (`ties`) that share a G are searched together and share their permutation.
+    A tied W_1 is searched transposed: its columns are the neurons W_2's rows hold."""
     found = {}
-    for members in tqdm(_searches(refs, groups, tie_qkv), desc="permutation", disable=not progress, unit="search"):
-        pr, pcs, caps = permute_and_group_shared([scores[r.name] for r in members], groups[members[0].name],
-                                                 nperm, permute)
-        found.update({r.name: (pr, pc, cap) for r, pc, cap in zip(members, pcs, caps)})
+    for members in tqdm(_searches(refs, groups, ties), desc="permutation", disable=not progress, unit="search"):
+        flip = [len(members) > 1 and r.kind == "ffn1" for r in members]
+        pr, pcs, caps = permute_and_group_shared([scores[r.name].T if f else scores[r.name] for r, f in zip(members, flip)],
+                                                 groups[members[0].name], nperm, permute)
+        found.update({r.name: (pc, pr, cap) if f else (pr, pc, cap) for r, f, pc, cap in zip(members, flip, pcs, caps)})
     mats = [MatrixPlan(r.name, r.layer, r.kind, r.shape, groups[r.name], *found[r.name]) for r in refs]
     return Plan(mats, dict(meta or {}))
 
 
-def _searches(refs: Sequence[MatrixRef], groups: Mapping[str, int], tie_qkv: bool) -> list[list[MatrixRef]]:
-    """The matrices searched together: one each, or with `tie_qkv` the grouped W_Q, W_K, W_V
-    of a layer with the same G as one search."""
-    if not tie_qkv:
-        return [[r] for r in refs]
+def _searches(refs: Sequence[MatrixRef], groups: Mapping[str, int], ties: Ties) -> list[list[MatrixRef]]:
+    """The matrices searched together: one each, or the grouped members of a layer's tie
+    with the same G as one search."""
     together: dict[tuple, list[MatrixRef]] = {}
     for r in refs:
-        key = (r.layer, groups[r.name]) if r.kind in QKV and groups[r.name] >= 2 else (r.name,)
+        tie = ties.tie_of(r.kind)
+        key = (r.layer, tie, groups[r.name]) if tie and groups[r.name] >= 2 else (r.name,)
         together.setdefault(key, []).append(r)
     return list(together.values())
 
 
-def tie_groups(refs: Sequence[MatrixRef], groups: Mapping[str, int], gmax: int) -> dict[str, int]:
-    """One G for the grouped (G >= 2) W_Q, W_K, W_V of each layer: the common divisor whose
+def tie_groups(refs: Sequence[MatrixRef], groups: Mapping[str, int], gmax: int, ties: Ties) -> dict[str, int]:
+    """One G for the grouped (G >= 2) members of each layer's tie: the common divisor whose
     kept count is closest to what they keep apart, the larger G when two are as close (dense
     and dropped members need no permutation and keep theirs)."""
     tied = dict(groups)
-    by_layer: dict[int, list[MatrixRef]] = {}
+    together: dict[tuple, list[MatrixRef]] = {}
     for r in refs:
-        if r.kind in QKV and groups[r.name] >= 2:
-            by_layer.setdefault(r.layer, []).append(r)
-    for members in by_layer.values():
+        tie = ties.tie_of(r.kind)
+        if tie and groups[r.name] >= 2:
+            together.setdefault((r.layer, tie), []).append(r)
+    for members in together.values():
         if len(members) < 2:
             continue
         kept = sum(_kept(r, groups[r.name]) for r in members)
@@ -194,7 +219,7 @@ def _floor_allocation(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tens
 
 def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
                   gmax: int = 6, tau: float | str = "auto", allocation: str = "paper",
-                  drop: frozenset[str] = frozenset(), tie_qkv: bool = False) -> tuple[dict[str, int], dict]:
+                  drop: frozenset[str] = frozenset(), ties: Ties = Ties()) -> tuple[dict[str, int], dict]:
     """Algorithm 1: G for every matrix (0 = dropped), plus notes on how it went.
 
     tau="auto" starts at the quantile that keeps exactly the budget's count. At high targets
@@ -203,8 +228,8 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
     is bisected until Algorithm 1 lands within TOLERANCE of the target (the paper tunes tau
     by hand per setting instead). An absolute tau is used as given. The matrices named in
     `drop` are dropped whatever their scores say (a sub-layer chosen to go whole), and the
-    budget they free goes to the others. `tie_qkv` applies `tie_groups` inside each attempt,
-    so the bisection lands the tied plan on the target.
+    budget they free goes to the others. `ties` applies `tie_groups` inside each attempt, so
+    the bisection lands the tied plan on the target.
     """
     total = sum(r.shape[0] * r.shape[1] for r in refs)
     budget = (1.0 - target) * total
@@ -213,8 +238,8 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
         rule = {r.name: 0 if r.name in drop else group_count(scores[r.name], tau_value, gmax) for r in refs}
         allocate = _algorithm1 if allocation == "paper" else _floor_allocation
         groups, order, taken, notes = allocate(refs, scores, budget, gmax, rule, drop)
-        if tie_qkv:
-            groups = tie_groups(refs, groups, gmax)
+        if ties.qkv or ties.ffn:
+            groups = tie_groups(refs, groups, gmax, ties)
         achieved = 1.0 - sum(_kept(r, groups[r.name]) for r in refs) / total
         return achieved, (tau_value, groups, order, taken, notes)
 
@@ -247,10 +272,10 @@ def choose_groups(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
 def plan_pgb(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], target: float,
              gmax: int = 6, nperm: int = 6, tau: float | str = "auto", permute: bool = True,
              progress: bool = False, allocation: str = "paper", drop: frozenset[str] = frozenset(),
-             tie_qkv: bool = False) -> Plan:
+             ties: Ties = Ties()) -> Plan:
     """Algorithm 1 (or the floor allocation) + Algorithm 2 for the whole model: the PGB
-    plan at `target`, with the matrices in `drop` dropped (and Q/K/V tied with `tie_qkv`)."""
-    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation, drop, tie_qkv)
+    plan at `target`, with the matrices in `drop` dropped (and permutations tied by `ties`)."""
+    groups, info = choose_groups(refs, scores, target, gmax, tau, allocation, drop, ties)
     meta = {"method": "pgb" if permute else "no-permutation", "target": target, "gmax": gmax,
-            "nperm": nperm, "tie_qkv": tie_qkv, **info}
-    return grouped_plan(refs, scores, groups, nperm, permute, meta, progress, tie_qkv)
+            "nperm": nperm, **ties.meta(), **info}
+    return grouped_plan(refs, scores, groups, nperm, permute, meta, progress, ties)

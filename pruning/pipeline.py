@@ -91,7 +91,8 @@ class PruneOptions:
     batch_size: int = 32
     max_len: int | None = None  # None: the task's default (128; 384 for question answering)
     ablation: str = "none"
-    tie_qkv: bool = False  # budget.tie_groups: off, it costs accuracy for little speed (BENCHMARKS.md)
+    tie_qkv: bool = False  # budget.Ties: off, it costs accuracy for little speed (BENCHMARKS.md)
+    tie_ffn: bool = False  # budget.Ties: off until it measures ahead (BENCHMARKS.md, "Tied FFN")
     allocation: str = "measured"  # ALLOCATIONS; ahead of floor on 4 of 4, of paper on 2 of 4 (BENCHMARKS.md)
     seed: int = 0
     device: str = "auto"  # pick_device; the saved model is on the CPU whatever ran it
@@ -107,6 +108,10 @@ class PruneOptions:
         model = self.model_dir or embedded_cache(task, self)
         return [model, self.tokenizer, glue_dir(self.glue_dir),
                 modeldir.embedded_encoder() if not self.model_dir else None]
+
+    @property
+    def ties(self) -> budget.Ties:
+        return budget.Ties(qkv=self.tie_qkv, ffn=self.tie_ffn)
 
     def settings(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("progress", "force")}
@@ -191,23 +196,22 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
 
 def build_plan(model, refs: list, scores: dict, target: float, *, allocation: str, ablation: str = "none",
                gmax: int = 6, nperm: int = 6, tau: float | str = "auto", samples: list | None = None,
-               held: list | None = None, progress: bool = False, tie_qkv: bool = False,
+               held: list | None = None, progress: bool = False, ties: budget.Ties = budget.Ties(),
                compensation_mode: str = "dense") -> tuple:
     """(plan for pgb.json, masks, the PGB plan, measured report or None): ablations.build
     under `allocation`; `measured` first chooses whole sub-layers to drop on `held` rows
     (pruning.layer_drop), compensating each candidate on a few of `samples` as the run will
-    (`compensation_mode`); `tie_qkv` (budget.tie_groups) holds for the candidates and the
-    plan alike."""
+    (`compensation_mode`); `ties` (budget.Ties) hold for the candidates and the plan alike."""
     drop, measured = frozenset(), None
     if allocation == "measured":
         def plan_for(d):
             return budget.plan_pgb(refs, scores, target, gmax, nperm, tau, allocation="floor", drop=d,
-                                   tie_qkv=tie_qkv)
+                                   ties=ties)
         drop, measured = layer_drop.choose(model, refs, plan_for, samples, held, progress=progress,
                                            compensation_mode=compensation_mode)
     plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model), gmax, nperm, tau,
                                        progress, "floor" if allocation == "measured" else allocation, drop,
-                                       tie_qkv)
+                                       ties)
     if measured:
         pgb.meta.update(allocation="measured", measured=measured)
     return plan, masks, pgb, measured
@@ -283,7 +287,7 @@ def prune(opts: PruneOptions) -> dict:
                             opts.batch_size, pad_id=pad)
     plan, masks, pgb, _ = build_plan(model, refs, scores, opts.target, ablation=opts.ablation,
                                      allocation=opts.allocation, gmax=opts.gmax, nperm=opts.nperm, tau=tau,
-                                     samples=samples, held=held, progress=progress, tie_qkv=opts.tie_qkv,
+                                     samples=samples, held=held, progress=progress, ties=opts.ties,
                                      compensation_mode=opts.compensation)
     plan.meta.update(meta)
     lap("planning")
@@ -323,7 +327,7 @@ def prune(opts: PruneOptions) -> dict:
                      f"default: {HIGH_LR:g} for at most {SHORT_STEPS} steps at a target of {HIGH_TARGET} or more, "
                      f"else {PAPER_LR:g}"},
         "settings": opts.settings(),
-        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "allocation", "tie_qkv", "ffn_order", "ffn_layers_kept",
+        "plan": {k: v for k, v in pgb.meta.items() if k in ("tau", "allocation", "tie_qkv", "tie_ffn", "ffn_order", "ffn_layers_kept",
                                                              "ffn_layers_dropped", "notes", "measured")},
         "matrices": [{"name": mp.name, "layer": mp.layer, "kind": mp.kind, "groups": mp.groups,
                       "size": mp.shape[0] * mp.shape[1], "kept": int(masks[mp.name].sum()), "captured": mp.captured,

@@ -23,6 +23,7 @@ from pruning.batching import encode, evaluate, make_batches
 from pruning.pipeline import ALLOCATIONS, PruneOptions, build_plan, held_rows, pick_device, recover, recovery_lr
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, finetune, importance
+from pruning.budget import Ties
 from pruning.compensation import MODES
 from pruning.distillation import distillation
 
@@ -45,6 +46,7 @@ def main() -> None:
     p.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=["measured"],
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--tie-qkv", action="store_true", help="pgb-prune's --tie-qkv for every run")
+    p.add_argument("--tie-ffn", action="store_true", help="pgb-prune's --tie-ffn for every run")
     p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
     p.add_argument("--compensation", choices=MODES, default=PruneOptions.compensation,
                    help=f"pgb-prune's --compensation (default {PruneOptions.compensation}, its default)")
@@ -92,14 +94,14 @@ def main() -> None:
             model.to(device)
             t = time.perf_counter()
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
-                                             samples=samples, held=held, tie_qkv=args.tie_qkv,
+                                             samples=samples, held=held, ties=Ties(qkv=args.tie_qkv, ffn=args.tie_ffn),
                                              compensation_mode=args.compensation)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc,
                                  compensation_mode=args.compensation,
                                  epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=args.seed,
                                  progress=False, distill=distill)
             row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv,
+                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv, "tie_ffn": args.tie_ffn,
                    "compensation": args.compensation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "distill_hidden": args.distill_hidden,

@@ -47,6 +47,7 @@ from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, importance, repermute
 from pruning.pipeline import ALLOCATIONS, build_plan, held_rows
+from pruning.budget import Ties
 from pruning.plan import uniform_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +84,12 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
 
 
 def pgb_pruned(path: Path, scores: dict, target: float, allocation: str, samples: list, held: list,
-               tie_qkv: bool = False) -> tuple:
+               ties: Ties = Ties()) -> tuple:
     """The fixture pruned to `target` as pgb-prune plans it (masked, not compensated: speed
     depends on the structure only)."""
     model, _ = modeldir.load(path)
     plan, _, _, _ = build_plan(model, bert.matrices(model), scores, target, allocation=allocation,
-                               samples=samples, held=held, tie_qkv=tie_qkv)
+                               samples=samples, held=held, ties=ties)
     repermute.apply_plan(model, plan)
     return model, plan
 
@@ -183,6 +184,8 @@ def main() -> None:
                    help="pgb-prune output directories of the fixture to time beside the plans made here")
     p.add_argument("--tie-qkv", action="store_true",
                    help="also time the default allocation's plans under pgb-prune's --tie-qkv (fp32 and INT8)")
+    p.add_argument("--tie-ffn", action="store_true",
+                   help="also time the default allocation's plans under pgb-prune's --tie-ffn (fp32 and INT8)")
     p.add_argument("--skip-bert-base", action="store_true")
     p.add_argument("--forms", choices=("default", "all"), default="default",
                    help="PGB fp32 graph forms: split/transpose only (default) or all four")
@@ -230,11 +233,11 @@ def main() -> None:
                     ours_int8(model, plan, LinearOptions(int8=True)), ratio)
                 minilm[f"{name} INT8 (ours), every linear grouped (analysis)"] = (
                     build(model, plan, INT8).SerializeToString(), ratio)
-                if args.tie_qkv:
-                    model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, tie_qkv=True)
+                for label, ties in (("Q/K/V", Ties(qkv=True)),) * args.tie_qkv + (("FFN", Ties(ffn=True)),) * args.tie_ffn:
+                    model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, ties=ties)
                     tied_ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
-                    minilm[f"{name} tied Q/K/V fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
-                    minilm[f"{name} tied Q/K/V INT8 (ours)"] = (ours_int8(model, plan), tied_ratio)
+                    minilm[f"{name} tied {label} fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
+                    minilm[f"{name} tied {label} INT8 (ours)"] = (ours_int8(model, plan), tied_ratio)
     for path in args.pruned:
         model, _ = modeldir.load(Path(path))
         plan = load_plan(Path(path), model)

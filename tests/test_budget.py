@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pruning import ablations, bert, budget, cost, repermute
+from pruning import ablations, bert, budget, cost, grouping, repermute
 from tests.conftest import tiny_bert
 
 
@@ -188,7 +188,7 @@ def test_tied_qkv_share_g_and_input_order(allocation, target):
     Untied, the same scores give them their own orders."""
     refs = bert.matrices(tiny_bert())
     scores = fake_scores(refs)
-    tied = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation, tie_qkv=True)
+    tied = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation, ties=budget.Ties(qkv=True))
     free = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation)
     assert abs(tied.ratio - target) <= budget.TOLERANCE and tied.meta["tie_qkv"] is True
 
@@ -207,10 +207,54 @@ def test_tied_qkv_share_g_and_input_order(allocation, target):
     assert any(len({tuple(m.row_perm) for m in ms}) > 1 for ms in qkv(free).values() if len(ms) > 1)
 
 
+@pytest.mark.parametrize("allocation", ["paper", "floor"])
+@pytest.mark.parametrize("target", [0.5, 0.75])
+def test_tied_ffn_share_one_neuron_partition(allocation, target):
+    """--tie-ffn: in every layer whose W_1 and W_2 are both grouped they have one G, and W_1's
+    column chunks are exactly W_2's row chunks (block i of FFN1 makes what block i of FFN2
+    reads); the plan lands on the target and each matrix is block-diagonal under its orders.
+    Untied, the same scores give them other chunks."""
+    refs = bert.matrices(tiny_bert())
+    scores = fake_scores(refs)
+    tied = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation, ties=budget.Ties(ffn=True))
+    free = budget.plan_pgb(refs, scores, target, nperm=2, allocation=allocation)
+    assert abs(tied.ratio - target) <= budget.TOLERANCE
+    assert tied.meta["tie_ffn"] is True and tied.meta["tie_qkv"] is False
+
+    def chunks(perm, g):
+        return [set(perm[i * len(perm) // g:(i + 1) * len(perm) // g]) for i in range(g)]
+
+    def pairs(plan):
+        return [(k["ffn1"], k["ffn2"]) for k in plan.by_layer().values() if k["ffn1"].groups >= 2 and k["ffn2"].groups >= 2]
+    assert pairs(tied), "no layer with a grouped FFN pair to tie"
+    for f1, f2 in pairs(tied):
+        assert f1.groups == f2.groups
+        assert chunks(f1.col_perm, f1.groups) == chunks(f2.row_perm, f2.groups)
+    for mp in tied.matrices:
+        mp.validate()
+        assert 0.0 <= mp.captured <= 1.0
+    assert any(chunks(f1.col_perm, f1.groups) != chunks(f2.row_perm, f2.groups)
+               for f1, f2 in pairs(free) if f1.groups == f2.groups)
+
+
+def test_tied_ffn_search_is_algorithm_2_on_the_neurons():
+    """The tied pair's search is Algorithm 2 run on W_1^T and W_2 together: with W_2's scores
+    zero it is W_1's own search transposed (its rows are W_1's columns)."""
+    refs = [r for r in bert.matrices(tiny_bert(layers=1)) if r.kind in ("ffn1", "ffn2")]
+    f1, f2 = refs
+    scores = {f1.name: torch.rand(f1.shape, generator=torch.Generator().manual_seed(1)), f2.name: torch.zeros(f2.shape)}
+    plan = budget.grouped_plan(refs, scores, {f1.name: 4, f2.name: 4}, nperm=3, ties=budget.Ties(ffn=True))
+    rows, (cols, _), (cap, _) = grouping.permute_and_group_shared([scores[f1.name].T, scores[f2.name]], 4, 3)
+    assert plan[f1.name].col_perm == rows == plan[f2.name].row_perm
+    assert plan[f1.name].row_perm == cols and plan[f1.name].captured == cap
+    alone, _, own = grouping.permute_and_group(scores[f1.name].T, 4, 3)
+    assert alone == rows and own == cap
+
+
 def test_tie_groups_picks_the_common_g_nearest_the_kept_count():
     refs = [r for r in bert.matrices(tiny_bert(layers=1)) if r.kind in budget.QKV + ("ffn1",)]
     q, k, v, f = refs
-    tied = budget.tie_groups(refs, {q.name: 2, k.name: 3, v.name: 6, f.name: 4}, gmax=6)
+    tied = budget.tie_groups(refs, {q.name: 2, k.name: 3, v.name: 6, f.name: 4}, gmax=6, ties=budget.Ties(qkv=True))
     assert tied == {q.name: 3, k.name: 3, v.name: 3, f.name: 4}  # 1/2 + 1/3 + 1/6 = 3 x 1/3
-    tied = budget.tie_groups(refs, {q.name: 1, k.name: 0, v.name: 6, f.name: 2}, gmax=6)
+    tied = budget.tie_groups(refs, {q.name: 1, k.name: 0, v.name: 6, f.name: 2}, gmax=6, ties=budget.Ties(qkv=True))
     assert tied == {q.name: 1, k.name: 0, v.name: 6, f.name: 2}  # one grouped member: nothing to tie

@@ -220,6 +220,36 @@ def test_grouped_ffn_pair_hands_over_without_a_permutation():
     assert sum(len(n.output) for n in graph.graph.node if n.op_type == "Split" and "Exchange" in n.name) <= 4 * 6
 
 
+@pytest.mark.parametrize("opts", FORMS + [LinearOptions(int8=True)], ids=lambda o: f"{o.grouped_form}-{o.permute_form}-int8{o.int8}")
+def test_tied_ffn_hands_its_blocks_over_uncopied(opts):
+    """A tied FFN (pgb-prune --tie-ffn): W_2's row chunks are W_1's column chunks, each in
+    another order inside. FFN1's blocks feed FFN2's as they are: no exchange, no Concat or
+    permutation between them, and the graph still computes the model."""
+    model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
+    gen = torch.Generator().manual_seed(5)
+    neurons = torch.randperm(192, generator=gen).view(4, 48)
+    mats = []
+    for r in bert.matrices(model):
+        if r.kind == "ffn1":
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 4, torch.randperm(48, generator=gen).tolist(),
+                                   neurons.reshape(-1).tolist()))
+        elif r.kind == "ffn2":
+            pr = torch.cat([c[torch.randperm(48, generator=gen)] for c in neurons]).tolist()
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 4, pr, torch.randperm(48, generator=gen).tolist()))
+        else:
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])), list(range(r.shape[1]))))
+    plan = Plan(mats)
+    repermute.apply_plan(model, plan)
+    graph, worst = run_both(model, plan, opts, random_batches(2, 3, 8, seed=8))
+    assert worst <= (BERT_IO.atol_int8 if opts.int8 else 1e-5)
+    layer = census(graph)["layers"]["layer0"]
+    assert layer["Exchange"] == 0 and layer["Permutation"] == 2  # FFN1's input, FFN2's output
+    assert not [n for n in graph.graph.node if "Exchange" in n.name]
+    # the one Concat left in the FFN is FFN2's blocks (split form); FFN1's outputs stay apart
+    concats = [n for n in graph.graph.node if n.op_type == "Concat" and n.name.startswith("layer0/")]
+    assert len(concats) == (0 if opts.grouped_form == "batched" else 1)
+
+
 def test_readers_of_one_activation_share_its_features_first_copy():
     """Q, K and V read the same residual tensor: one transpose of it serves all three
     permutations (their outputs each need their own)."""

@@ -10,13 +10,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from pgb_export import lowering
 from pgb_export.bert_graph import build
 from pgb_export.bert_io import BERT_IO
 from pgb_export.census import census
-from pgb_export.grouped_linear import LinearOptions, quantize_weight
+from pgb_export.grouped_linear import DYNAMIC_QMAX, QDQ_QMAX, LinearOptions, quantize_weight
 from pruning import bert, cost, repermute
 from pruning.plan import MatrixPlan, Plan
 from tests.test_export_graph import CASES, plan_with
@@ -24,15 +24,37 @@ from tests.test_families import FAMILIES, batches, tiny, worst_logit_diff
 from tests.test_reliability import assert_refused, call
 
 
-def test_weight_quantization_is_symmetric_per_channel():
+@pytest.mark.parametrize("qmax", [DYNAMIC_QMAX, QDQ_QMAX])
+def test_weight_quantization_is_symmetric_per_channel(qmax):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(12, 5))
     w[:, 3] = 0.0  # a dropped column keeps a harmless scale
-    wq, scale = quantize_weight(w)
-    assert wq.dtype == np.int8 and np.abs(wq).max() <= 127
-    assert np.all(np.abs(wq).max(axis=0)[[0, 1, 2, 4]] == 127)  # each channel uses its full range
+    wq, scale = quantize_weight(w, qmax)
+    assert wq.dtype == np.int8 and np.abs(wq).max() <= qmax
+    assert np.all(np.abs(wq).max(axis=0)[[0, 1, 2, 4]] == qmax)  # each channel uses its full range
     assert scale[3] == 1.0 and not wq[:, 3].any()
     assert np.all(np.abs(w - wq * scale) <= scale / 2 + 1e-12)  # round to nearest
+
+
+def test_dynamic_int8_sums_are_exact_on_every_cpu():
+    """The weights the dynamic INT8 graph stores, against the largest activations: ONNX
+    Runtime's MatMulInteger on this CPU gives numpy's exact int32 sums. With 8-bit weights
+    the same product saturates on x86 CPUs without VNNI (int16 pair sums), so the test
+    pins the 7-bit range, not this machine's kernel."""
+    rng = np.random.default_rng(1)
+    wq, _ = quantize_weight(rng.normal(size=(384, 64)), DYNAMIC_QMAX)
+    wq[0::2] = np.where(wq[0::2] > 0, DYNAMIC_QMAX, -DYNAMIC_QMAX)  # worst pairs: both at the range's ends
+    wq[1::2] = np.sign(wq[0::2]) * DYNAMIC_QMAX
+    x = np.where(rng.random((8, 384)) < 0.5, 255, 0).astype(np.uint8)
+    x[:, :2] = 255
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["x", "w", "zero"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, [8, 384])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.INT32, [8, 64])],
+                              [numpy_helper.from_array(wq, "w"), numpy_helper.from_array(np.array(0, np.uint8), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert (y == x.astype(np.int64) @ wq.astype(np.int64)).all()
+    assert 255 * DYNAMIC_QMAX * 2 <= np.iinfo(np.int16).max < 255 * QDQ_QMAX * 2
 
 
 @pytest.mark.parametrize("case", ["dense", "all grouped", "dropped v", "ffn1 dense, ffn2 grouped"])
@@ -91,7 +113,10 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
     contrib = {(n.domain, n.op_type) for n in onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.node
                if n.domain}
     assert contrib == {("com.microsoft", "MultiHeadAttention")}  # fused attention: this graph is ORT's only
-    assert report["graph"]["attention"] == "fused"
+    assert report["graph"]["attention"] == "fused" and report["graph"]["weight_bits"] == 7
+    stored = [numpy_helper.to_array(t) for t in onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.initializer
+              if t.data_type == onnx.TensorProto.INT8]
+    assert stored and max(int(np.abs(w.astype(np.int16)).max()) for w in stored) == DYNAMIC_QMAX
     # at width 48 no grouped linear pays for its copies: each written dense, its zeros stored
     live = report["params"]["live"]
     assert report["graph"]["grouping"] == "auto"
@@ -238,11 +263,16 @@ def test_calibration_rows_come_after_the_output_check_texts():
     assert _calibration_batches(None, None, ["t"] * 64, SimpleNamespace(batches=dev.batches[:2]), 16) == dev.batches[:2]
 
 
-def _minilm_layer(hidden: int, groups: dict) -> Plan:
-    """One encoder layer's plan of the given width (FFN 4x), groups: kind -> G (default 1)."""
+def _minilm_layer(hidden: int, groups: dict, tied_ffn: bool = False) -> Plan:
+    """One encoder layer's plan of the given width (FFN 4x), groups: kind -> G (default 1),
+    each matrix under its own random orders; `tied_ffn`: W_2's rows take W_1's column order
+    (pgb-prune --tie-ffn)."""
     shapes = dict(zip(bert.KINDS, [(hidden, hidden)] * 4 + [(hidden, 4 * hidden), (4 * hidden, hidden)]))
-    return Plan([MatrixPlan(f"l0.{k}", 0, k, shapes[k], groups.get(k, 1), list(range(shapes[k][0])),
-                            list(range(shapes[k][1]))) for k in bert.KINDS])
+    gen = torch.Generator().manual_seed(hidden)
+    orders = {k: [torch.randperm(d, generator=gen).tolist() for d in shapes[k]] for k in bert.KINDS}
+    if tied_ffn:
+        orders["ffn2"][0] = orders["ffn1"][1]
+    return Plan([MatrixPlan(f"l0.{k}", 0, k, shapes[k], groups.get(k, 1), *orders[k]) for k in bert.KINDS])
 
 
 def test_cost_model_prices_each_chain_by_its_widths():
@@ -253,6 +283,14 @@ def test_cost_model_prices_each_chain_by_its_widths():
         2 * 384 * 1536 / 6 + lowering.PERMUTE * 384 + 2 * lowering.COPY * 1536 + (lowering.COPY + lowering.PERMUTE) * 384)
     assert lowering.chain_cost(ffn, [False, True]) == 384 * 1536 * (1 + 1 / 6) + (lowering.COPY + lowering.PERMUTE) * 384
     assert lowering.chain_cost(ffn, [False, False]) == 2 * 384 * 1536
+    # tied: FFN1's blocks are FFN2's row chunks, so the hand-over copies nothing
+    tied = [mp for mp in _minilm_layer(384, {"ffn1": 6, "ffn2": 6}, tied_ffn=True).matrices if mp.kind in bert.FFN_KINDS]
+    assert lowering.hands_over_aligned(*tied) and not lowering.hands_over_aligned(*ffn)
+    assert lowering.chain_cost(tied, [True, True]) == (
+        2 * 384 * 1536 / 6 + lowering.PERMUTE * 384 + (lowering.COPY + lowering.PERMUTE) * 384)
+    # the same neurons in other chunks of equal size are not aligned
+    other = _minilm_layer(384, {"ffn1": 6, "ffn2": 3}, tied_ffn=True)
+    assert not lowering.hands_over_aligned(other["l0.ffn1"], other["l0.ffn2"])
 
 
 def test_int8_writes_dense_what_its_copies_make_slower():
@@ -262,6 +300,9 @@ def test_int8_writes_dense_what_its_copies_make_slower():
     assert lowering.dense_cheaper(mini) == ["l0.query", "l0.key", "l0.value", "l0.attn_out", "l0.ffn1"]
     wide = _minilm_layer(2048, {"query": 4, "ffn1": 4, "ffn2": 4})
     assert lowering.dense_cheaper(wide) == []
+    # a tied FFN pays at MiniLM's width: no exchange between its blocks
+    tied = _minilm_layer(384, {"query": 8, "ffn1": 6, "ffn2": 6}, tied_ffn=True)
+    assert lowering.dense_cheaper(tied) == ["l0.query"]
     # a constant sub-layer (dropped W_V) writes none of its linears: nothing to name
     assert lowering.dense_cheaper(_minilm_layer(384, {"query": 8, "value": 0, "ffn1": 0, "ffn2": 6})) == []
     written = lowering.densified(mini, ["l0.query"])

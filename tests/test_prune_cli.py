@@ -3,9 +3,11 @@ import json
 import subprocess
 import sys
 
+import onnx
 import pytest
 import torch
 
+from pgb_export import lowering
 from pruning import repermute
 from pruning.grouped import replace_linears
 from pruning.plan import Plan
@@ -153,28 +155,35 @@ def test_measured_allocation_end_to_end(tmp_path):
 
 
 @needs_shared
-def test_tied_qkv_end_to_end(tmp_path):
-    """--tie-qkv as a user runs it: pgb.json gives the grouped W_Q, W_K, W_V of a layer one G
-    and one row permutation, report.json says so, and the model exports equal to PyTorch."""
+def test_ties_end_to_end(tmp_path):
+    """--tie-qkv --tie-ffn as a user runs them: pgb.json gives the grouped W_Q, W_K, W_V of a
+    layer one G and one row permutation, and a grouped W_1, W_2 pair one G and one neuron
+    partition; report.json says so, and the model exports equal to PyTorch with nothing
+    exchanged between FFN1 and FFN2."""
     out = tmp_path / "pruned"
     r = prune(SST2, "--task", "sst2", "--target", "0.6", "--out", str(out), "--samples", "64",
-              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv", "--compensation", "pruned")
+              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv", "--tie-ffn", "--compensation", "pruned")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["plan"]["tie_qkv"] is True and report["settings"]["tie_qkv"] is True
+    assert report["plan"]["tie_ffn"] is True and report["settings"]["tie_ffn"] is True
     # the paper's eq. 4: only the pruned matrices are solved
     assert report["settings"]["compensation"] == "pruned"
     assert all(("reconstruction" in m) == (0 < m["kept"] < m["size"]) for m in report["matrices"])
     plan = Plan.load(out / "pgb.json")
     tied = 0
-    for layer in {mp.layer for mp in plan.matrices}:
-        grouped = [mp for mp in plan.matrices if mp.layer == layer and mp.kind in ("query", "key", "value")
-                   and mp.groups >= 2]
+    for kinds in plan.by_layer().values():
+        grouped = [kinds[k] for k in ("query", "key", "value") if kinds[k].groups >= 2]
         assert len({mp.groups for mp in grouped}) <= 1 and len({tuple(mp.row_perm) for mp in grouped}) <= 1
         tied += len(grouped) > 1
     assert tied, "no layer with two grouped Q/K/V: the test proves nothing"
+    pairs = [(k["ffn1"], k["ffn2"]) for k in plan.by_layer().values() if k["ffn1"].groups >= 2 and k["ffn2"].groups >= 2]
+    assert pairs, "no layer with a grouped FFN pair: the test proves nothing"
+    assert all(lowering.hands_over_aligned(f1, f2) for f1, f2 in pairs)
     r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", str(out), "--out", str(tmp_path / "deploy"),
                         "--quiet"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     exported = json.loads((tmp_path / "deploy" / "report.json").read_text())
     assert exported["parity"]["ok"] and exported["parity"]["max_abs_diff"] <= 1e-4
+    graph = onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx")
+    assert not [n for n in graph.graph.node if "Exchange" in n.name]
