@@ -30,6 +30,25 @@ def plan_with(model, groups: dict, seed=0) -> Plan:
     return Plan(mats)
 
 
+def shared_chunk_plan(model, groups: int, shared: dict, seed=0) -> Plan:
+    """A tied plan: the kinds in `shared` (kind -> "rows" or "cols") have G = `groups` and the
+    same chunks on that side, each chunk in its own order inside; their other side is random;
+    every other matrix is dense."""
+    gen = torch.Generator().manual_seed(seed)
+    mats, chunks = [], None
+    for r in bert.matrices(model):
+        if r.kind not in shared:
+            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])), list(range(r.shape[1]))))
+            continue
+        axis = 0 if shared[r.kind] == "rows" else 1
+        n = r.shape[axis]
+        chunks = torch.randperm(n, generator=gen).view(groups, -1) if chunks is None else chunks
+        tied = torch.cat([c[torch.randperm(n // groups, generator=gen)] for c in chunks]).tolist()
+        free = torch.randperm(r.shape[1 - axis], generator=gen).tolist()
+        mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, groups, *((tied, free) if axis == 0 else (free, tied))))
+    return Plan(mats)
+
+
 def run_both(model, plan, opts, batches):
     graph = build(model, plan, opts)
     onnx.checker.check_model(graph, full_check=True)
@@ -226,19 +245,7 @@ def test_tied_ffn_hands_its_blocks_over_uncopied(opts):
     another order inside. FFN1's blocks feed FFN2's as they are: no exchange, no Concat or
     permutation between them, and the graph still computes the model."""
     model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
-    gen = torch.Generator().manual_seed(5)
-    neurons = torch.randperm(192, generator=gen).view(4, 48)
-    mats = []
-    for r in bert.matrices(model):
-        if r.kind == "ffn1":
-            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 4, torch.randperm(48, generator=gen).tolist(),
-                                   neurons.reshape(-1).tolist()))
-        elif r.kind == "ffn2":
-            pr = torch.cat([c[torch.randperm(48, generator=gen)] for c in neurons]).tolist()
-            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 4, pr, torch.randperm(48, generator=gen).tolist()))
-        else:
-            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])), list(range(r.shape[1]))))
-    plan = Plan(mats)
+    plan = shared_chunk_plan(model, 4, {"ffn1": "cols", "ffn2": "rows"}, seed=5)
     repermute.apply_plan(model, plan)
     graph, worst = run_both(model, plan, opts, random_batches(2, 3, 8, seed=8))
     assert worst <= (BERT_IO.atol_int8 if opts.int8 else 1e-5)
@@ -269,16 +276,7 @@ def test_tied_qkv_permute_their_input_once(opts):
     each chunk in another order, and their own columns. The export permutes (and splits) the
     input once for all three, and still computes the model."""
     model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
-    gen = torch.Generator().manual_seed(3)
-    rows = torch.randperm(48, generator=gen).view(3, 16)
-    mats = []
-    for r in bert.matrices(model):
-        if r.kind in ("query", "key", "value"):
-            pr = torch.cat([c[torch.randperm(16, generator=gen)] for c in rows]).tolist()
-            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 3, pr, torch.randperm(48, generator=gen).tolist()))
-        else:
-            mats.append(MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])), list(range(r.shape[1]))))
-    plan = Plan(mats)
+    plan = shared_chunk_plan(model, 3, {"query": "rows", "key": "rows", "value": "rows"}, seed=3)
     repermute.apply_plan(model, plan)
     graph, worst = run_both(model, plan, opts, random_batches(2, 3, 8, seed=7))
     assert worst <= (BERT_IO.atol_int8 if opts.int8 else 1e-5)
