@@ -172,8 +172,13 @@ def _chunk_aligned(order: np.ndarray, chunks: np.ndarray) -> bool:
     return all(set(order[i * size:(i + 1) * size].tolist()) == set(c.tolist()) for i, c in enumerate(chunks))
 
 
+def same_sets(sets: list[np.ndarray], chunks: np.ndarray) -> bool:
+    """As many feature sets as chunks, each holding the features of its chunk in any order."""
+    return len(sets) == len(chunks) and all(set(s.tolist()) == set(c.tolist()) for s, c in zip(sets, chunks))
+
+
 def _parts_aligned(parts: list[Part], chunks: np.ndarray) -> bool:
-    return len(parts) == len(chunks) and all(set(p.order.tolist()) == set(c.tolist()) for p, c in zip(parts, chunks))
+    return same_sets([p.order for p in parts], chunks)
 
 
 def _stack_blocks(w: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -32,6 +32,8 @@ import numpy as np
 from pruning import bert
 from pruning.plan import MatrixPlan, Plan
 
+from .grouped_linear import same_sets
+
 # int8 MACs per token that one feature costs: permuted (Transpose, Gather, Transpose back)
 # or copied once (a Concat of block outputs); an exchange (Split, then Concat) copies twice.
 PERMUTE = 360
@@ -77,8 +79,7 @@ def hands_over_aligned(producer: MatrixPlan, consumer: MatrixPlan) -> bool:
     """Block i of `producer` makes exactly the features block i of `consumer` reads (a tied
     FFN), so the graph passes the blocks' outputs over without a copy."""
     cols = np.asarray(producer.col_perm).reshape(producer.groups, -1)
-    rows = np.asarray(consumer.row_perm).reshape(consumer.groups, -1)
-    return producer.groups == consumer.groups and all(set(c.tolist()) == set(r.tolist()) for c, r in zip(cols, rows))
+    return same_sets(list(cols), np.asarray(consumer.row_perm).reshape(consumer.groups, -1))
 
 
 def dense_cheaper(plan: Plan) -> list[str]:
