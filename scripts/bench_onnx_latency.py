@@ -45,7 +45,7 @@ from pgb_export import lowering
 from pgb_export.exporter import graph_masks, load_plan, session
 from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
-from pruning import bert, cost, importance, repermute
+from pruning import bert, cost, importance, layer_drop, repermute
 from pruning.pipeline import ALLOCATIONS, build_plan, held_rows
 from pruning.budget import Ties
 from pruning.plan import uniform_plan
@@ -92,6 +92,14 @@ def pgb_pruned(path: Path, scores: dict, target: float, allocation: str, samples
                                samples=samples, held=held, ties=ties)
     repermute.apply_plan(model, plan)
     return model, plan
+
+
+def plan_facts(refs, plan) -> dict:
+    """What a PGB row's plan keeps: the weight ratio it lands on and the sub-layers it drops
+    whole (two plans at one weight ratio differ in FLOPs by the attention they keep)."""
+    empty = {m.name for m in plan.matrices if m.groups == 0}
+    return {"weight_ratio": plan.ratio,
+            "dropped": [s.name() for s in layer_drop.sublayers(refs) if s.matrices <= empty]}
 
 
 def without_permutations(graph: onnx.ModelProto) -> bytes:
@@ -146,6 +154,13 @@ def census_of(model_bytes: bytes) -> dict:
     return {k: total[k] for k in CENSUS}
 
 
+def _plan_of(variant: str, plans: dict) -> dict:
+    """The plan facts of the longest row prefix that names a PGB plan ("PGB 0.5 measured tied
+    FFN" before "PGB 0.5 measured"), as {"plan": facts}, or {} for a dense row."""
+    prefix = max((p for p in plans if variant.startswith(p + " ")), key=len, default=None)
+    return {"plan": plans[prefix]} if prefix else {}
+
+
 def time_interleaved(sessions: dict, feeds: dict, repeats: int, block: int) -> dict[str, tuple[float, float]]:
     """{variant: (median ms, min ms)}: each round runs every variant in turn, `block` runs in a
     row of which the first is untimed, so that each variant is timed with its weights in the
@@ -196,6 +211,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pgb-bench-"))
 
     suites = {}
+    plans = {}  # PGB row prefix -> plan_facts, for every variant built from that plan
     fixture = Path(args.fixture)
     dense_model, tok = modeldir.load(fixture)
     refs = bert.matrices(dense_model)
@@ -218,6 +234,7 @@ def main() -> None:
             model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held)
             ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
             name = f"PGB {target} {allocation}"
+            plans[name] = plan_facts(refs, plan)
             forms = [("split", "transpose")] if args.forms == "default" else [
                 (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
             for form, perm in forms:
@@ -236,6 +253,7 @@ def main() -> None:
                 for label, ties in (("Q/K/V", Ties(qkv=True)),) * args.tie_qkv + (("FFN", Ties(ffn=True)),) * args.tie_ffn:
                     model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, ties=ties)
                     tied_ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
+                    plans[f"{name} tied {label}"] = plan_facts(refs, plan)
                     minilm[f"{name} tied {label} fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
                     minilm[f"{name} tied {label} INT8 (ours)"] = (ours_int8(model, plan), tied_ratio)
     for path in args.pruned:
@@ -278,7 +296,8 @@ def main() -> None:
             reps = args.repeats * 5 if batch == 1 else args.repeats if "MiniLM" in suite else max(3, args.repeats // 2)
             ms = time_interleaved(sessions, feeds, reps, args.block)
             for k, (median, fastest) in ms.items():
-                row = rows.setdefault(k, {"flops_ratio": variants[k][1], "census": census_of(variants[k][0])})
+                row = rows.setdefault(k, {"flops_ratio": variants[k][1], "census": census_of(variants[k][0]),
+                                          **_plan_of(k, plans)})
                 row[f"b{batch}_ms"], row[f"b{batch}_min_ms"] = median, fastest
                 row[f"b{batch}_speedup_vs_dense"] = ms["dense (ours)"][0] / median
                 row[f"b{batch}_min_speedup_vs_dense"] = ms["dense (ours)"][1] / fastest
@@ -292,7 +311,9 @@ def main() -> None:
             print(f"  {k:42s} flops {r['flops_ratio']:.3f}  " + "  ".join(
                 f"b{b}: {r[f'b{b}_ms']:8.1f} ms ({r[f'b{b}_speedup_vs_dense']:.2f}x, min {r[f'b{b}_min_speedup_vs_dense']:.2f}x)"
                 for b in args.batches)
-                + "  " + " ".join(f"{k} {c[k]}" for k in CENSUS), flush=True)
+                + "  " + " ".join(f"{k} {c[k]}" for k in CENSUS)
+                + (f"  weights {r['plan']['weight_ratio']:.4f} drops {', '.join(r['plan']['dropped']) or '-'}"
+                   if "plan" in r else ""), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
