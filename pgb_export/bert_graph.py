@@ -6,12 +6,13 @@ The graph is written op by op from the weights, so that every grouped linear bec
 grouped MatMul subgraph and every exact simplification of PGB.md section 8 is made:
 - dropped W_V or W_O: the attention sub-layer is a constant (softmax rows sum to one), so
   the whole sub-layer becomes one Add of that constant before its LayerNorm;
-- dropped W_1 or W_2: likewise for the FFN (GELU(b_1) W_2 + b_2, or b_2);
+- dropped W_1 or W_2: likewise for the FFN (act(b_1) W_2 + b_2, or b_2; the activation from
+  `activations`);
 - dropped W_Q or W_K: the projection is its bias, a constant broadcast in the score MatMul;
 - 1/sqrt(d_head) is folded into W_Q and b_Q;
 - heads with all-zero W_O rows and FFN neurons with a zero W_2 row are left out of every
   linear of their sub-layer (`slicing`);
-- permutations are absorbed by `grouped_linear.linear` (biases, FFN1 -> GELU -> FFN2, and
+- permutations are absorbed by `grouped_linear.linear` (biases, FFN1 -> activation -> FFN2, and
   dense neighbours), and the ones left are counted in the census.
 Constants are folded in float64 from the pruned weights, then stored in float32.
 """
@@ -29,6 +30,7 @@ from pruning.families import Family, UnsupportedFamily, family, layer_norm_eps
 from pruning.heads import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, Head, head_named
 from pruning.plan import MatrixPlan, Plan
 
+from .activations import ACTIVATIONS, Activation
 from .bert_io import BERT_IO
 from .graph import FLOAT, Graph, tensor_type
 from .grouped_linear import Chunks, LinearOptions, Part, linear
@@ -43,11 +45,6 @@ def dense_plan(model: nn.Module) -> Plan:
     """The plan of an unpruned model: every matrix dense, identity permutations."""
     return Plan([MatrixPlan(r.name, r.layer, r.kind, r.shape, 1, list(range(r.shape[0])),
                             list(range(r.shape[1]))) for r in bert.matrices(model)], {"method": "dense"})
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
 class _Weights:
@@ -77,8 +74,8 @@ def _check_supported(model: nn.Module) -> Family:
     except UnsupportedFamily as e:
         raise ExportError(str(e)) from None
     act = getattr(cfg, f.activation_attr)
-    if act != "gelu":
-        raise ExportError(f"unsupported activation {act!r}: only erf GELU ('gelu')")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise ExportError(f"unsupported activation {act!r}; supported: {', '.join(ACTIVATIONS)}")
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         raise ExportError("only absolute position embeddings are supported")
     head = head_named(model)
@@ -152,27 +149,20 @@ def _ort_attention(g: Graph, q: str, k: str, v: str, heads: int, f: Family) -> s
     return out
 
 
-def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family, keep: np.ndarray | None) -> str:
+def _ffn(g, x, w, plans, layer_prefix, cfg, opts, f: Family, act: Activation, keep: np.ndarray | None) -> str:
     """keep: the FFN neurons to compute, None for all (slicing)."""
     (f1, w1, b1), (f2, w2, b2) = (sliced(mp, *w.linear(mp.name), keep) for mp in plans)
     ln, eps = f"{layer_prefix}.{f.ffn_norm}", layer_norm_eps(f, cfg)
     if f1.groups == 0 or f2.groups == 0 or w2.shape[0] == 0:  # the last: no neuron left
-        const = b2 + (_gelu(b1) @ w2 if f2.groups else 0.0)
+        const = b2 + (act.value(b1) @ w2 if f2.groups else 0.0)
         return _layer_norm(g, g.op("Add", [x, g.const(const, "ffn_constant")], "Add"), w, ln, eps)
-    # FFN2 grouped: FFN1 delivers its output in FFN2's row chunks (GELU is elementwise): a
+    # FFN2 grouped: FFN1 delivers its output in FFN2's row chunks (the activation is elementwise): a
     # dense FFN1 as one tensor in that order, a grouped one as its blocks' outputs, regrouped
     # by `exchange`; FFN2 dense: FFN1 keeps its natural order and FFN2's rows absorb it.
     want = Chunks(np.asarray(f2.row_perm).reshape(f2.groups, -1)) if f2.groups > 1 else None
-    h = [Part(_gelu_op(g, p.name), p.order) for p in linear(g, [Part(x, np.arange(cfg.hidden_size))], w1, b1, f1, want, opts)]
+    h = [Part(act.emit(g, p.name), p.order) for p in linear(g, [Part(x, np.arange(cfg.hidden_size))], w1, b1, f1, want, opts)]
     y = linear(g, h, w2, b2, f2, np.arange(cfg.hidden_size), opts)[0].name
     return _layer_norm(g, g.op("Add", [y, x], "Add"), w, ln, eps)
-
-
-def _gelu_op(g: Graph, h: str) -> str:
-    """erf GELU, in the pattern ONNX Runtime fuses (with the bias Add before it: BiasGelu)."""
-    h = g.op("Mul", [h, g.op("Add", [g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0)), "sqrt2")], "Div")], "Erf"),
-                                     g.const(np.array(1.0), "one")], "Add")], "Mul")
-    return g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
 
 
 def _embeddings(g: Graph, w: _Weights, f: Family, prefix: str, cfg, mask_f: str) -> str:
@@ -205,6 +195,7 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
     float_dtype=np.float16 stores weights and computes in fp16; logits stay fp32."""
     f = _check_supported(model)
     cfg = model.config
+    act = ACTIVATIONS[getattr(cfg, f.activation_attr)]
     w = _Weights(model)
     prefix = model.base_model_prefix
     g = Graph(float_dtype)
@@ -224,7 +215,7 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
         layer_prefix = f"{bert.layer_prefix(model)}.{i}"
         x = _attention(g, x, mask, w, [mps[kd] for kd in bert.MHA_KINDS], layer_prefix, cfg, opts, f,
                        slices[i].attention)
-        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f, slices[i].ffn)
+        x = _ffn(g, x, w, [mps[kd] for kd in bert.FFN_KINDS], layer_prefix, cfg, opts, f, act, slices[i].ffn)
 
     g.scope = "head"
     head = head_named(model)

@@ -117,8 +117,8 @@ def test_permutation_counts_follow_absorption_rules():
 def test_unsupported_architecture_is_refused():
     from pgb_export.bert_graph import ExportError
     model = tiny_bert(hidden=48, layers=1, heads=4, ffn=192)
-    model.config.hidden_act = "relu"
-    with pytest.raises(ExportError, match="unsupported activation"):
+    model.config.hidden_act = "mish"
+    with pytest.raises(ExportError, match="unsupported activation 'mish'"):
         build(model, dense_plan(model))
 
 

@@ -10,6 +10,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
                           DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
 from pgb_export import trt_compat
+from pgb_export.activations import ACTIVATIONS
 from pgb_export.bert_graph import ExportError, build
 from pgb_export.bert_io import BERT_IO
 from pgb_export.census import census
@@ -22,19 +23,22 @@ from tests.test_export_graph import CASES, plan_with
 PAD = {"bert": 0, "roberta": 1, "distilbert": 0}
 
 
-def tiny(name: str, seed: int = 0):
+def tiny(name: str, seed: int = 0, act: str = "gelu"):
+    """act: the FFN activation, by transformers' name."""
     torch.manual_seed(seed)
     common = dict(vocab_size=120, num_labels=3)
     if name == "bert":
         model = BertForSequenceClassification(BertConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                                         intermediate_size=192, max_position_embeddings=64, **common))
+                                                         intermediate_size=192, max_position_embeddings=64,
+                                                         hidden_act=act, **common))
     elif name == "roberta":  # RoBERTa's own conventions: pad id 1, positions after padding_idx, one token type
         model = RobertaForSequenceClassification(RobertaConfig(
             hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=192,
-            max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **common))
+            max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, hidden_act=act, **common))
     else:
         model = DistilBertForSequenceClassification(DistilBertConfig(dim=48, n_layers=2, n_heads=4, hidden_dim=192,
-                                                                     max_position_embeddings=64, **common))
+                                                                     max_position_embeddings=64, activation=act,
+                                                                     **common))
     with torch.no_grad():  # non-zero biases and LayerNorms, so that "biases stay" can fail
         for n, p in model.named_parameters():
             if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n:
@@ -118,13 +122,29 @@ def test_pruning_steps_run_on_every_family(name):
         torch.testing.assert_close(model(**batches(name)[0]).logits, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_activation_name_exports_as_transformers_computes_it(name, act):
+    """The family's activation attribute read, through both places the graph uses it: layer 0's
+    FFN1 dropped (the activation of b_1 folded into a constant) and layer 1's FFN1 and FFN2
+    grouped (its ONNX pattern between their blocks). That each name is transformers' function
+    is tests/test_activations.py's to show: at these weights the GELU variants differ by less
+    than the tolerance."""
+    model = tiny(name, act=act)
+    plan = plan_with(model, {(0, "ffn1"): 0, (1, "ffn1"): 3, (1, "ffn2"): 2})
+    repermute.apply_plan(model, plan)
+    graph = build(model, plan, LinearOptions())
+    worst = worst_logit_diff(graph, model, name)
+    assert worst <= 1e-5, worst
+    assert trt_compat.check(graph).ok, trt_compat.check(graph).problems
+
+
 def test_unsupported_family_is_named():
     from transformers import GPT2Config
     with pytest.raises(UnsupportedFamily, match="unsupported architecture 'gpt2'; supported: bert, roberta"):
         family(GPT2Config())
-    model = tiny("bert")
-    model.config.hidden_act = "relu"
-    with pytest.raises(ExportError, match="only erf GELU"):
+    model = tiny("bert", act="mish")
+    with pytest.raises(ExportError, match="unsupported activation 'mish'; supported: gelu, "):
         build(model, plan_with(model, {}))
 
 
