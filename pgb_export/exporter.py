@@ -218,6 +218,8 @@ class DevSet:
 
 def _dev_data(opts: ExportOptions, model):
     """(task, dev Split) from --task or the user's dev file, or (None, None)."""
+    if opts.data_files or opts.task:
+        modeldir.check_single_label(model.config, opts.model_dir)
     if opts.data_files:
         task, splits = load_user_data(opts.data_files, model.config, head_named(model))
         return task, splits["dev"]

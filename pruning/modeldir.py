@@ -195,6 +195,15 @@ def check_head(model, task, where) -> None:
         raise ModelError(f"{where} holds a {type(model).__name__}; {task.name} needs a *{task.head.architecture}")
 
 
+def check_single_label(config, where) -> None:
+    """Multi-label classifiers (a sigmoid per label) are refused wherever a task's loss or
+    metric is computed: both assume one label per row (softmax cross-entropy, accuracy, F1)."""
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        raise ModelError(f"{where} is a multi-label classifier (problem_type multi_label_classification); "
+                         "pruning and dev metrics support single-label classification, regression and "
+                         "question answering (pgb-export without --task or --dev-file exports it, outputs checked)")
+
+
 def check_labels(config, num_labels: int, task_name: str) -> None:
     """The model's head must have as many outputs as the task has labels."""
     if config.num_labels != num_labels:

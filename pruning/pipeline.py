@@ -253,6 +253,7 @@ def prune(opts: PruneOptions) -> dict:
         model_dir = embedded_default(task, splits["train"].examples, opts)
         lap("embedded_finetune")
     model, tok = modeldir.load(model_dir, tokenizer_dir=opts.tokenizer)
+    modeldir.check_single_label(model.config, model_dir)
     head = head_named(model)
     if files:  # the model says what the labels are; the files must use them
         task, splits = load_user_data(files, model.config, head)

@@ -211,6 +211,24 @@ def test_separate_tokenizer_and_label_count(world, tmp_path):
     assert_refused(code, err, "pgb-export", "the model has 2 labels, stsb needs 1")
 
 
+def test_multi_label_classifier_is_refused_where_a_task_is_computed(world, tmp_path):
+    """Its loss and metric are not softmax cross-entropy and accuracy: pruning it or scoring it
+    on a dev set is refused; exporting it with its outputs checked is not."""
+    model = copy(world["dense"], tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    before = snapshot(tmp_path)
+    code, err = call(prune_cli, str(model), "--task", "sst2", "--target", "0.5", "--out", str(tmp_path / "pruned"),
+                     "--glue-dir", str(world["glue"]))
+    assert_refused(code, err, "pgb-prune", "is a multi-label classifier")
+    code, err = call(export_cli, str(model), "--out", str(tmp_path / "deploy"), "--task", "sst2",
+                     "--glue-dir", str(world["glue"]))
+    assert_refused(code, err, "pgb-export", "is a multi-label classifier")
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    code, err = call(export_cli, str(model), "--out", str(tmp_path / "deploy"))
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--max-batch", "0"], "--max-batch: must be in [1, 65536]"),
     (["--max-batch", "-4", "--triton"], "--max-batch: must be in [1, 65536]"),
