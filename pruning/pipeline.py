@@ -364,7 +364,7 @@ def _collapse_warning(task, dev_batches: list, dense: dict, final: dict, opts: P
               f"(--lr 1e-4), try another --allocation, or prune less than {opts.target}")
     constant = "always predicting one class" if not task.is_regression else "a constant prediction"
     if final[metric] <= trivial + COLLAPSE_POINTS / 100:
-        return [f"the pruned model's {metric} {final[metric]:.4f} is at the level of {constant} "
+        return [f"the pruned model's {metric} {final[metric]:.4f} is no better than {constant} "
                 f"({trivial:.4f}): it has collapsed. {advice}"]
     lead = dense[metric] - trivial
     kept = (final[metric] - trivial) / lead if lead > 0 else 1.0
