@@ -33,6 +33,12 @@ def debug() -> bool:
     return os.environ.get("PGB_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def progress(quiet: bool) -> bool:
+    """Progress bars only for a person watching: not with --quiet, and not into a log file or
+    a pipe, where every redraw would be a line of noise."""
+    return not quiet and sys.stderr.isatty()
+
+
 def number(kind: type = float, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite int or float within [low, high] (open ends where asked)."""

@@ -12,7 +12,7 @@ from pruning import modeldir
 
 from . import __version__, calibration, trt_engine
 from .bert_graph import ExportError
-from .cli_common import Parser, add_data_flags, data_files, number, run, table
+from .cli_common import Parser, add_data_flags, data_files, number, progress, run, table
 from .exporter import ATTENTION_FORMS, GROUPINGS, ExportOptions, OptionsError, export
 from .grouped_linear import GROUPED_FORMS, PERMUTE_FORMS
 from .parity import ParityError
@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max tokens per dev example (default 128; question answering 384, as windows)")
     p.add_argument("--max-batch", type=number(int, 1, 65536), default=32, help="Triton max_batch_size (default 32)")
     p.add_argument("--force", action="store_true", help="replace DEPLOY_DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_data_flags(p, train=False)
     return p
@@ -113,7 +114,7 @@ def options(args) -> ExportOptions:
         precision=args.precision, max_seq=args.max_seq, opt_seq=args.opt_seq, timing_cache=args.timing_cache,
         plugin=args.plugin, fp16=args.fp16, int8=args.int8, attention=args.attention, grouping=args.grouping, calibration=args.calibration, opset=args.opset, grouped_form=args.grouped_form,
         permute_form=args.permute_form, max_len=args.max_len, max_batch=args.max_batch, force=args.force,
-        progress=not args.quiet, source=args.source)
+        progress=progress(args.quiet), source=args.source)
 
 
 def summary(report: dict) -> str:

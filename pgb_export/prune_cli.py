@@ -11,7 +11,7 @@ from pruning.pipeline import (ALLOCATIONS, EMBEDDED_ROWS, HIGH_LR, HIGH_TARGET, 
                               DeviceUnavailable, PruneOptions, prune)
 
 from . import __version__
-from .cli_common import Parser, UsageError, add_data_flags, data_files, number, run, table
+from .cli_common import Parser, UsageError, add_data_flags, data_files, number, progress, run, table
 
 EPILOG = """\
 examples:
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "one, else the CPU), cpu, cuda or cuda:N; the saved model is the same either way, up to "
                         "floating-point order (default auto)")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_data_flags(p, train=True)
     return p
@@ -135,7 +136,7 @@ def options(args) -> PruneOptions:
         finetune_samples=args.finetune_samples, lr=args.lr, distill=args.distill, temperature=args.temperature,
         distill_hidden=args.distill_hidden,
         batch_size=args.batch_size, max_len=args.max_len,
-        ablation=args.ablation, tie_qkv=args.tie_qkv, tie_ffn=args.tie_ffn, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=not args.quiet, source=args.source)
+        ablation=args.ablation, tie_qkv=args.tie_qkv, tie_ffn=args.tie_ffn, allocation=args.allocation, seed=args.seed, device=args.device, force=args.force, progress=progress(args.quiet), source=args.source)
 
 
 def summary(report: dict) -> str:

@@ -257,6 +257,51 @@ def test_unreachable_hub_model_id_is_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _stderr_of_export(world, out: Path, terminal: bool) -> str:
+    """pgb-export's stderr, without --quiet, into a pipe or into a pseudo-terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+    argv = [sys.executable, "-m", "pgb_export.export_cli", str(world["pruned"]), "--out", str(out),
+            "--task", "sst2", "--glue-dir", str(world["glue"])]
+    if not terminal:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+    master, slave = pty.openpty()
+    # a terminal of some width: tqdm draws nothing on a 0-column one, as a fresh pty is
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    chunks = []
+
+    def drain():  # the child blocks on a full terminal buffer unless someone reads it
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child has closed its side
+                return
+            if not data:
+                return
+            chunks.append(data)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    assert proc.wait(timeout=300) == 0
+    reader.join(timeout=30)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_only_on_a_terminal(world, tmp_path):
+    """Into a log file or pipe the bars' redraws would be noise; on a terminal they show."""
+    piped = _stderr_of_export(world, tmp_path / "piped", terminal=False)
+    assert "\r" not in piped and "batch/s" not in piped, piped
+    shown = _stderr_of_export(world, tmp_path / "tty", terminal=True)
+    assert "batch/s" in shown, shown
+
+
 def test_pgb_debug_is_a_boolean(world, tmp_path):
     env = {**os.environ, "PGB_DEBUG": "0"}
     r = subprocess.run([sys.executable, "-m", "pgb_export.export_cli", str(tmp_path / "none"), "--out",
