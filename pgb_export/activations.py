@@ -21,16 +21,20 @@ from .graph import Graph
 
 @dataclass(frozen=True)
 class Activation:
-    name: str  # what the export report calls it
     emit: Callable[[Graph, str], str]  # graph, input tensor -> output tensor
     value: Callable[[np.ndarray], np.ndarray]
 
 
+def _half_x_one_plus(g: Graph, h: str, t: str) -> str:
+    """0.5 * h * (1 + t): both GELUs, t being erf(h / sqrt 2) or the tanh approximation of it."""
+    h = g.op("Mul", [h, g.op("Add", [t, g.const(np.array(1.0), "one")], "Add")], "Mul")
+    return g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
+
+
 def _erf_gelu_op(g: Graph, h: str) -> str:
     # in the pattern ONNX Runtime fuses (with the bias Add before it: BiasGelu)
-    h = g.op("Mul", [h, g.op("Add", [g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0)), "sqrt2")], "Div")], "Erf"),
-                                     g.const(np.array(1.0), "one")], "Add")], "Mul")
-    return g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
+    t = g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0)), "sqrt2")], "Div")], "Erf")
+    return _half_x_one_plus(g, h, t)
 
 
 def _erf_gelu(x: np.ndarray) -> np.ndarray:
@@ -45,8 +49,7 @@ def _tanh_gelu_op(g: Graph, h: str) -> str:
     cube = g.op("Mul", [g.op("Mul", [h, h], "Mul"), h], "Mul")
     inner = g.op("Add", [h, g.op("Mul", [cube, g.const(np.array(_TANH_CUBE), "gelu_cube")], "Mul")], "Add")
     t = g.op("Tanh", [g.op("Mul", [inner, g.const(np.array(_TANH_SCALE), "gelu_scale")], "Mul")], "Tanh")
-    h = g.op("Mul", [h, g.op("Add", [t, g.const(np.array(1.0), "one")], "Add")], "Mul")
-    return g.op("Mul", [h, g.const(np.array(0.5), "half")], "Mul")
+    return _half_x_one_plus(g, h, t)
 
 
 def _tanh_gelu(x: np.ndarray) -> np.ndarray:
@@ -64,11 +67,11 @@ def _sigmoid_gate(slope: float) -> tuple[Callable[[Graph, str], str], Callable[[
     return emit, value
 
 
-ERF_GELU = Activation("gelu (erf)", _erf_gelu_op, _erf_gelu)
-TANH_GELU = Activation("gelu (tanh approximation)", _tanh_gelu_op, _tanh_gelu)
-RELU = Activation("relu", lambda g, h: g.op("Relu", [h], "Relu"), lambda x: np.maximum(x, 0.0))
-SILU = Activation("silu", *_sigmoid_gate(1.0))
-QUICK_GELU = Activation("quick_gelu", *_sigmoid_gate(1.702))
+ERF_GELU = Activation(_erf_gelu_op, _erf_gelu)
+TANH_GELU = Activation(_tanh_gelu_op, _tanh_gelu)
+RELU = Activation(lambda g, h: g.op("Relu", [h], "Relu"), lambda x: np.maximum(x, 0.0))
+SILU = Activation(*_sigmoid_gate(1.0))
+QUICK_GELU = Activation(*_sigmoid_gate(1.702))
 
 ACTIVATIONS: dict[str, Activation] = {
     "gelu": ERF_GELU, "gelu_python": ERF_GELU,

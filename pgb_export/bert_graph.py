@@ -67,7 +67,7 @@ def _head_linears(model: nn.Module, f: Family, head: Head) -> list[str]:
     return [path.format(base=model.base_model_prefix) for path, _ in f.classifier]
 
 
-def _check_supported(model: nn.Module) -> Family:
+def _check_supported(model: nn.Module) -> tuple[Family, Activation]:
     cfg = model.config
     try:
         f = family(model)
@@ -76,6 +76,7 @@ def _check_supported(model: nn.Module) -> Family:
     act = getattr(cfg, f.activation_attr)
     if not isinstance(act, str) or act not in ACTIVATIONS:
         raise ExportError(f"unsupported activation {act!r}; supported: {', '.join(ACTIVATIONS)}")
+    activation = ACTIVATIONS[act]
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         raise ExportError("only absolute position embeddings are supported")
     head = head_named(model)
@@ -86,7 +87,7 @@ def _check_supported(model: nn.Module) -> Family:
             ok = False
         if not ok:
             raise ExportError(f"only {f.name}'s standard {head.name} head is exported; this model has no linear {path}")
-    return f
+    return f, activation
 
 
 def _layer_norm(g: Graph, x: str, w: _Weights, prefix: str, eps: float) -> str:
@@ -193,9 +194,8 @@ def build(model: nn.Module, plan: Plan, opts: LinearOptions = LinearOptions(),
           float_dtype=np.float32) -> onnx.ModelProto:
     """The ONNX graph computing `model` (its weights already pruned to `plan`).
     float_dtype=np.float16 stores weights and computes in fp16; logits stay fp32."""
-    f = _check_supported(model)
+    f, act = _check_supported(model)
     cfg = model.config
-    act = ACTIVATIONS[getattr(cfg, f.activation_attr)]
     w = _Weights(model)
     prefix = model.base_model_prefix
     g = Graph(float_dtype)
