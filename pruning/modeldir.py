@@ -62,7 +62,7 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     config = read_object(path / "config.json", ModelError, "config.json")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"{path} is a {model_type!r:.40} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+        raise ModelError(f"{path} has model_type {model_type!r:.40}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     return path
 
 

@@ -363,6 +363,10 @@ def _collapse_warning(task, dev_batches: list, dense: dict, final: dict, opts: P
     advice = (f"Recover longer (e.g. --finetune-epochs 3 --finetune-samples 8000) or with larger steps "
               f"(--lr 1e-4), try another --allocation, or prune less than {opts.target}")
     constant = "always predicting one class" if not task.is_regression else "a constant prediction"
+    if dense[metric] <= trivial + COLLAPSE_POINTS / 100:  # nothing to lose: advice on recovery would mislead
+        return [f"the dense model's {metric} {dense[metric]:.4f} is already no better than {constant} "
+                f"({trivial:.4f}) on this dev set, so it cannot show what pruning kept: check that the model "
+                f"was fine-tuned on this task and that the dev labels mean what its labels mean"]
     if final[metric] <= trivial + COLLAPSE_POINTS / 100:
         return [f"the pruned model's {metric} {final[metric]:.4f} is no better than {constant} "
                 f"({trivial:.4f}): it has collapsed. {advice}"]

@@ -106,6 +106,11 @@ def _example(qa: dict, context: str, n: int, need_answer: bool) -> tuple[QAExamp
                 and not isinstance(a["answer_start"], bool)
                 and 0 <= a["answer_start"] and a["answer_start"] + len(a["text"]) <= len(context)):
             return None, f"question {n} has an answer that is not a span of its context"
+        if context[a["answer_start"]:a["answer_start"] + len(a["text"])] != a["text"]:
+            # training would learn whatever span the offset points at, not the answer
+            found = context[a["answer_start"]:a["answer_start"] + len(a["text"])]
+            return None, (f"question {n} has an answer {a['text'][:40]!r} whose answer_start "
+                          f"{a['answer_start']} points at {found[:40]!r}")
         texts.append(a["text"])
         starts.append(a["answer_start"])
     if not texts and (need_answer or not qa.get("is_impossible", True)):

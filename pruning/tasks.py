@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -260,9 +261,18 @@ def metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str
     labels = np.asarray(labels)
     if task.is_regression:
         p = np.asarray(predictions).reshape(-1)
-        return {"pearson": float(pearsonr(p, labels)[0]), "spearman": float(spearmanr(p, labels)[0])}
+        return {"pearson": _correlation(pearsonr, p, labels), "spearman": _correlation(spearmanr, p, labels)}
     p = np.asarray(predictions).argmax(-1)
-    out = {"accuracy": float(accuracy_score(labels, p)), "mcc": float(matthews_corrcoef(labels, p))}
+    with warnings.catch_warnings():  # a dev set of one class: sklearn warns, and its MCC of 0 is the right figure
+        warnings.simplefilter("ignore")
+        out = {"accuracy": float(accuracy_score(labels, p)), "mcc": float(matthews_corrcoef(labels, p))}
     if task.num_labels == 2:
-        out["f1"] = float(f1_score(labels, p))
+        out["f1"] = float(f1_score(labels, p, zero_division=0.0))
     return out
+
+
+def _correlation(fn, predictions: np.ndarray, labels: np.ndarray) -> float:
+    # a constant prediction carries no information: 0, which is what the collapse check compares with
+    if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
+        return 0.0
+    return float(fn(predictions, labels)[0])

@@ -104,16 +104,39 @@ def _rows(path: str) -> list[dict]:
         raise DataError("reading your own data files needs `pip install datasets`") from None
     builder, options = FORMATS[suffix]
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its loaders log a bad file before raising: one line is ours
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as cache:  # the loader's Arrow cache is not the user's to keep
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
                                        keep_in_memory=True, **options)
         except Exception as e:  # pandas, pyarrow and datasets each raise their own types for a bad file
-            text = " ".join(str(e).split())
-            raise DataError(f"{path} cannot be read as {suffix[1:].upper()}: {type(e).__name__}: {text}"[:400]) from None
+            raise DataError(_unreadable(path, suffix, e)) from None
         return ds.to_list()
+
+
+def _unreadable(path: str, suffix: str, error: Exception) -> str:
+    # datasets wraps the parser's error in a generic DatasetGenerationError: the user needs the parser's
+    cause = error
+    while type(cause).__name__ == "DatasetGenerationError" and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"{path} is not UTF-8 text{_first_non_utf8(path)}: save it as UTF-8"
+    if "corresponds to no data" in str(cause):
+        return f"{path} has no data rows"
+    text = " ".join(str(cause).split())
+    return f"{path} cannot be read as {suffix[1:].upper()}: {type(cause).__name__}: {text}"[:400]
+
+
+def _first_non_utf8(path: str) -> str:
+    # the parser's offset counts from wherever its chunk began, so find the place in the file itself
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f" (line {n}, byte 0x{line[e.start]:02x})"
+    return ""
 
 
 def load_file(path: str, files: DataFiles, task: Task) -> Split:
@@ -153,4 +176,8 @@ def load_user_data(files: DataFiles, config, head: Head) -> tuple:
         splits = {k: _qa_file(p, files) for k, p in paths.items()}
         return QATask(name, any(not e.answers for s in splits.values() for e in s.examples)), splits
     task = user_task(config, name)
-    return task, {k: load_file(p, files, task) for k, p in paths.items()}
+    splits = {k: load_file(p, files, task) for k, p in paths.items()}
+    if task.is_regression and "dev" in splits and len(splits["dev"].examples) < 2:
+        raise DataError(f"{files.dev} has {len(splits['dev'].examples)} usable row: Pearson and Spearman "
+                        f"correlations need at least 2")
+    return task, splits

@@ -75,7 +75,7 @@ def test_non_bert_model_is_rejected(tmp_path):
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     assert_clean_error(prune(str(tmp_path / "gpt"), "--task", "sst2", "--target", "0.5",
-                             "--out", str(tmp_path / "out")), "'gpt2' model")
+                             "--out", str(tmp_path / "out")), "has model_type 'gpt2'; supported: bert")
     assert not (tmp_path / "out").exists()
 
 

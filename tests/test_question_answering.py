@@ -263,6 +263,10 @@ def test_users_qa_rows_of_any_shape_read_or_refused_in_one_line(tok, tmp_path):
     for bad in (5, "the market", {"text": "the market", "answer_start": 22}):
         with pytest.raises(DataError):
             load_qa_rows([{**rows[0], "answers": bad}], "rows", "question", "context", "answers")
+    # an offset that does not point at its text would train the wrong span
+    with pytest.raises(DataError, match="answer 'the market' whose answer_start 21 points at ' the marke'"):
+        load_qa_rows([{**rows[1], "answers": [{"text": "the market", "answer_start": 21}]}], "rows", "question",
+                     "context", "answers")
     (tmp_path / "odd.json").write_text(json.dumps({"data": [{"paragraphs": 7}, {"paragraphs": [{"context": ctx,
                                                                                               "qas": 3}]}]}))
     with pytest.raises(DataError, match="holds no questions"):

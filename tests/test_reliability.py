@@ -181,6 +181,9 @@ BROKEN = {
     "masked lm head": (lambda d: (d / "config.json").write_text(json.dumps(
         {**json.loads((d / "config.json").read_text()), "architectures": ["BertForMaskedLM"]})),
         "holds a BertForMaskedLM; supported heads are *ForSequenceClassification, *ForQuestionAnswering"),
+    "unsupported family": (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "model_type": "electra"})),
+        "has model_type 'electra'; supported: bert, roberta, xlm-roberta, camembert, distilbert"),
     "qa config on classifier weights": (lambda d: (d / "config.json").write_text(json.dumps(
         {**json.loads((d / "config.json").read_text()), "architectures": ["BertForQuestionAnswering"]})),
         "lacks weights for its architecture: qa_outputs"),

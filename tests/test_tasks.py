@@ -53,6 +53,19 @@ def test_metrics_match_hand_computed_values():
     assert r["pearson"] == pytest.approx(0.9819805)
 
 
+def test_metrics_of_degenerate_dev_sets_are_defined_and_silent():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn and scipy warn on these; the user should not see it
+        one_class = metrics(get_task("mrpc"), np.array([[0.0, 1.0], [0.0, 2.0]]), np.array([1, 1]))
+        assert one_class == {"accuracy": 1.0, "mcc": 0.0, "f1": 1.0}
+        assert metrics(get_task("mrpc"), np.array([[1.0, 0.0]]), np.array([1]))["f1"] == 0.0
+        # a constant prediction, or constant labels, carry no information: 0, not NaN
+        constant = metrics(get_task("stsb"), np.array([[2.0], [2.0], [2.0]]), np.array([1.0, 2.0, 4.0]))
+        assert constant == {"pearson": 0.0, "spearman": 0.0}
+        assert metrics(get_task("stsb"), np.array([[1.0], [3.0]]), np.array([2.0, 2.0]))["spearman"] == 0.0
+
+
 def write_split(root, folder, text: bytes, name="dev.tsv"):
     (root / folder).mkdir(parents=True, exist_ok=True)
     (root / folder / name).write_bytes(text)
@@ -106,6 +119,10 @@ def test_a_collapsed_model_is_reported_not_shipped_silently():
     warned = _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.84}, opts)
     assert len(warned) == 1 and "keeps 45%" in warned[0] and "--lr 1e-4" in warned[0]
     assert _collapse_warning(get_task("sst2"), batches, dense, {"accuracy": 0.86}, opts) == []
+    # a dense model at the constant's level has nothing pruning could lose: the warning says that instead
+    warned = _collapse_warning(get_task("sst2"), batches, {"accuracy": 0.76}, {"accuracy": 0.5}, opts)
+    assert len(warned) == 1 and "dense model's accuracy 0.7600 is already no better" in warned[0]
+    assert "collapsed" not in warned[0]
     # regression: STS-B at 0.88 with the CPU budget kept Spearman 0.138 of the dense 0.862
     stsb = [{"labels": torch.tensor([1.0, 4.0])}]
     warned = _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.138}, opts)

@@ -76,10 +76,12 @@ def test_every_format_reads_the_same_examples(roberta_dir, tmp_path, suffix):
                                                                             "its columns are review, sentiment"),
     ("body,sentiment\ngood film,positive\n", ["--text-column", None], "which column is the text?"),
     ("", [], "is empty"),
+    ("review,sentiment\n", [], "dev.csv has no data rows"),
+    ("review,sentiment\ncafé,positive\n".encode("latin-1"), [], "dev.csv is not UTF-8 text (line 2, byte 0xe9): save it as UTF-8"),
     ("review,sentiment\n" + "x,\n" * 10 + "good,positive\n", [], "10 of 11 rows have no usable text or label"),
 ])
 def test_bad_user_data_is_one_line(roberta_dir, tmp_path, content, flags, needle):
-    (tmp_path / "dev.csv").write_text(content)
+    (tmp_path / "dev.csv").write_bytes(content if isinstance(content, bytes) else content.encode())
     args = ["--text-column", "review", "--label-column", "sentiment"]
     if flags and flags[1] is None:
         args = ["--label-column", "sentiment"]
@@ -124,3 +126,18 @@ def test_unknown_format_and_placeholder_labels(tmp_path):
     (tmp_path / "d.csv").write_text("text,label\nfine,1\nbad,0\nugly,positive\n")
     with pytest.raises(DataError, match="names no classes: use class indices 0..1"):
         load_file(str(tmp_path / "d.csv"), DataFiles(None, "d"), task)
+
+
+def test_a_regression_dev_set_needs_two_rows(tmp_path):
+    from transformers import BertConfig
+
+    from pruning.heads import SEQUENCE_CLASSIFICATION
+    from pruning.userdata import load_user_data
+    (tmp_path / "d.csv").write_text("text,label\nfine,4.5\n")
+    (tmp_path / "t.csv").write_text("text,label\nfine,4.5\nbad,0.5\n")
+    with pytest.raises(DataError, match="d.csv has 1 usable row: Pearson and Spearman correlations need at least 2"):
+        load_user_data(DataFiles(str(tmp_path / "t.csv"), str(tmp_path / "d.csv")), BertConfig(num_labels=1),
+                       SEQUENCE_CLASSIFICATION)
+    task, splits = load_user_data(DataFiles(str(tmp_path / "d.csv"), str(tmp_path / "t.csv")),
+                                  BertConfig(num_labels=1), SEQUENCE_CLASSIFICATION)
+    assert task.is_regression and [e.label for e in splits["dev"].examples] == [4.5, 0.5]
