@@ -300,7 +300,8 @@ def export(opts: ExportOptions) -> dict:
                         "permute_form": opts.permute_form, "nodes": len(graph.graph.node),
                         "grouping": opts.grouping or "all", "written_dense": dense, "census": counts,
                         # signed bits of the dynamic INT8 graph's weights (grouped_linear.DYNAMIC_QMAX)
-                        **({"weight_bits": DYNAMIC_QMAX.bit_length() + 1} if opts.int8 else {})},
+                        **({"weight_bits": DYNAMIC_QMAX.bit_length() + 1,
+                            "word_embeddings": "int8, one scale per row"} if opts.int8 else {})},
               "params": {"kept": plan.kept, "live": live_kept, "stored": stored, "total": plan.total,
                          "ratio": plan.ratio},
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),

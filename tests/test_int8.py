@@ -114,9 +114,15 @@ def test_int8_export_as_a_user_runs_it(tmp_path):
                if n.domain}
     assert contrib == {("com.microsoft", "MultiHeadAttention")}  # fused attention: this graph is ORT's only
     assert report["graph"]["attention"] == "fused" and report["graph"]["weight_bits"] == 7
-    stored = [numpy_helper.to_array(t) for t in onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.initializer
-              if t.data_type == onnx.TensorProto.INT8]
+    initializers = onnx.load(tmp_path / "deploy" / "onnx" / "model.onnx").graph.initializer
+    stored = [numpy_helper.to_array(t) for t in initializers
+              if t.data_type == onnx.TensorProto.INT8 and "word_embeddings" not in t.name]
     assert stored and max(int(np.abs(w.astype(np.int16)).max()) for w in stored) == DYNAMIC_QMAX
+    # the vocabulary table is int8 too (a Gather, no integer sums to saturate: all 8 bits)
+    table = {t.name.split("/")[-1]: numpy_helper.to_array(t) for t in initializers if "word_embeddings" in t.name}
+    assert set(table) == {"word_embeddings_int8", "word_embeddings_scale"}
+    assert table["word_embeddings_int8"].dtype == np.int8 and table["word_embeddings_int8"].shape == (len(tok), 48)
+    assert report["graph"]["word_embeddings"] == "int8, one scale per row"
     # at width 48 no grouped linear pays for its copies: each written dense, its zeros stored
     live = report["params"]["live"]
     assert report["graph"]["grouping"] == "auto"
@@ -326,3 +332,27 @@ def test_attention_written_dense_gives_the_grouped_graphs_logits(name):
     a, b = (ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
             for g in (grouped, written))
     assert np.abs(a - b).max() <= 1e-6
+
+
+def test_int8_word_embeddings_are_within_half_a_step_of_the_table():
+    """The dynamic INT8 graph's vocabulary table: int8 with one scale per row, each looked-up
+    element within half its row's step (max|row| / 254) of the float table, a zero row zero,
+    in a real ONNX Runtime session."""
+    from pgb_export.bert_graph import _word_embeddings
+    from pgb_export.graph import Graph
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 8)) * rng.uniform(0.01, 3.0, size=(50, 1))  # rows of very different size
+    table[7] = 0.0
+    g = Graph()
+    out = _word_embeddings(g, table, "ids", int8=True)
+    g.nodes.append(helper.make_node("Identity", [out], ["rows"]))
+    model = g.model([helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["b", "s"])],
+                    [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, ["b", "s", 8])], "test")
+    ids = np.array([[0, 7, 49, 3], [12, 12, 7, 1]], np.int64)
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    step = np.abs(table).max(axis=1) / 127
+    error = np.abs(rows - table[ids])
+    assert np.all(error <= step[ids][..., None] / 2 * (1 + 1e-6) + 1e-7)
+    assert not rows[0, 1].any() and not rows[1, 2].any()
+    assert error.max() > 0  # it is quantized, not a float copy
+    assert {t.data_type for t in model.graph.initializer if t.name.endswith("word_embeddings_int8")} == {onnx.TensorProto.INT8}
