@@ -54,6 +54,11 @@ class Ties:
             return "ffn"
         return None
 
+    def transposed(self, kind: str) -> bool:
+        """Whether a tied matrix of this kind is searched transposed: the FFN tie's W_1, whose
+        columns are the neurons W_2's rows hold (Q, K and V share their rows as they are)."""
+        return self.tie_of(kind) == "ffn" and kind == FFN_KINDS[0]
+
     def meta(self) -> dict:
         return {"tie_qkv": self.qkv, "tie_ffn": self.ffn}
 
@@ -73,11 +78,11 @@ def grouped_plan(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
                  groups: Mapping[str, int], nperm: int, permute: bool = True,
                  meta: dict | None = None, progress: bool = False, ties: Ties = Ties()) -> Plan:
     """Permutation search for every matrix at the G already decided for it; the tied members
-    of a layer (`ties`) that share a G are searched together and share their permutation.
-    A tied W_1 is searched transposed: its columns are the neurons W_2's rows hold."""
+    of a layer (`ties`) that share a G are searched together and share their permutation
+    (`Ties.transposed` says which member is searched transposed)."""
     found = {}
     for members in tqdm(_searches(refs, groups, ties), desc="permutation", disable=not progress, unit="search"):
-        flip = [len(members) > 1 and r.kind == "ffn1" for r in members]
+        flip = [len(members) > 1 and ties.transposed(r.kind) for r in members]
         pr, pcs, caps = permute_and_group_shared([scores[r.name].T if f else scores[r.name] for r, f in zip(members, flip)],
                                                  groups[members[0].name], nperm, permute)
         found.update({r.name: (pc, pr, cap) if f else (pr, pc, cap) for r, f, pc, cap in zip(members, flip, pcs, caps)})
