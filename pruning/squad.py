@@ -193,7 +193,8 @@ def _from_hub(hub: str, need_answer: bool) -> dict[str, Split]:
         try:
             rows = datasets.load_dataset(hub, split=name).to_list()
         except Exception as e:  # the Hub raises many types; all mean the same to the user
-            raise DataError(f"could not load {hub}/{name} from the Hub: {e}") from None
+            raise DataError(f"no local SQuAD data found (give --glue-dir or set PGB_GLUE_DIR), and could not "
+                            f"load {hub}/{name} from the Hub: {' '.join(str(e).split())}"[:400]) from None
         out[split] = _split([(r, r["context"]) for r in rows], f"{hub} {name}", need_answer)
     return out
 

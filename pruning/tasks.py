@@ -240,7 +240,8 @@ def _from_hub(task: Task, split: str) -> list[Example]:
     try:
         ds = datasets.load_dataset("nyu-mll/glue", task.name, split=split)
     except Exception as e:  # the Hub raises many types; all mean the same to the user
-        raise DataError(f"could not load {task.name}/{split} from the Hub: {e}") from None
+        raise DataError(f"no local GLUE data found (give --glue-dir or set PGB_GLUE_DIR), and could not load "
+                        f"{task.name}/{split} from the Hub: {' '.join(str(e).split())}"[:400]) from None
     cols = task.hub_text
     examples = [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in ds]
     return Split(examples, f"nyu-mll/glue {task.name}/{split}", len(examples), 0)

@@ -129,3 +129,24 @@ def test_a_collapsed_model_is_reported_not_shipped_silently():
     assert len(warned) == 1 and "keeps 16%" in warned[0] and "constant prediction" in warned[0]
     assert "collapsed" in _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.01}, opts)[0]
     assert _collapse_warning(get_task("stsb"), stsb, {"spearman": 0.862}, {"spearman": 0.85}, opts) == []
+
+
+@pytest.mark.parametrize("which", ["glue", "squad"])
+def test_unreachable_hub_says_where_local_data_would_go(monkeypatch, which):
+    import datasets
+
+    from pruning import squad
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub\n(LocalEntryNotFoundError)")
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as e:
+        if which == "glue":
+            from pruning.tasks import _from_hub
+            _from_hub(get_task("sst2"), "validation")
+        else:
+            squad._from_hub("rajpurkar/squad", False)
+    text = str(e.value)
+    assert text.startswith(f"no local {'GLUE' if which == 'glue' else 'SQuAD'} data found (give --glue-dir or set "
+                           "PGB_GLUE_DIR), and could not load ")
+    assert "\n" not in text and text.endswith("on the Hub (LocalEntryNotFoundError)")
