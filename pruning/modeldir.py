@@ -63,6 +63,12 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelError(f"{path} has model_type {model_type!r:.40}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    positions = config.get("position_embedding_type", "absolute")
+    if positions != "absolute":
+        # transformers 5 no longer implements relative positions and would run such a checkpoint
+        # without them; refused here, before minutes of pruning, rather than at export
+        raise ModelError(f"{path} has position_embedding_type {positions!r:.40}; only absolute position "
+                         f"embeddings are supported")
     return path
 
 

@@ -184,6 +184,9 @@ BROKEN = {
     "unsupported family": (lambda d: (d / "config.json").write_text(json.dumps(
         {**json.loads((d / "config.json").read_text()), "model_type": "electra"})),
         "has model_type 'electra'; supported: bert, roberta, xlm-roberta, camembert, distilbert"),
+    "relative positions": (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "position_embedding_type": "relative_key"})),
+        "has position_embedding_type 'relative_key'; only absolute position embeddings are supported"),
     "qa config on classifier weights": (lambda d: (d / "config.json").write_text(json.dumps(
         {**json.loads((d / "config.json").read_text()), "architectures": ["BertForQuestionAnswering"]})),
         "lacks weights for its architecture: qa_outputs"),
