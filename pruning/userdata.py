@@ -74,7 +74,16 @@ def _label(value, task: Task, path: str, row: int):
                     f"({', '.join(task.labels)}){hint}")
 
 
+# the columns of SQuAD-format JSON read as rows, and of SQuAD-style rows
+QA_COLUMN_SETS = ({"version", "data"}, {"question", "context", "answers"})
+
+
 def _columns(names: list[str], files: DataFiles, path: str) -> tuple[str, str | None, str]:
+    if not (files.text_column or files.label_column) and any(s <= set(names) for s in QA_COLUMN_SETS):
+        raise DataError(f"{path} holds question-answering data (columns {', '.join(names)}), but the model is "
+                        f"a sequence classifier; give a *ForQuestionAnswering model, or name the columns "
+                        f"with --text-column and --label-column")
+
     def need(col: str, flag: str) -> str:
         if col not in names:
             raise DataError(f"{path} has no column {col!r} ({flag}); its columns are {', '.join(names)}")

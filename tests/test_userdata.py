@@ -141,3 +141,21 @@ def test_a_regression_dev_set_needs_two_rows(tmp_path):
     task, splits = load_user_data(DataFiles(str(tmp_path / "d.csv"), str(tmp_path / "t.csv")),
                                   BertConfig(num_labels=1), SEQUENCE_CLASSIFICATION)
     assert task.is_regression and [e.label for e in splits["dev"].examples] == [4.5, 0.5]
+
+
+SQUAD_ROWS = {"question": "Where is Paris?", "context": "Paris is in France.",
+              "answers": {"text": ["France"], "answer_start": [12]}}
+
+
+@pytest.mark.parametrize("name, content, columns", [
+    ("dev.json", {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": SQUAD_ROWS["context"], "qas": [
+        {"id": "1", "question": SQUAD_ROWS["question"], "answers": [{"text": "France", "answer_start": 12}]}]}]}]},
+     "version, data"),
+    ("dev.jsonl", SQUAD_ROWS, "question, context, answers"),
+])
+def test_question_answering_data_for_a_classifier(roberta_dir, tmp_path, name, content, columns):
+    (tmp_path / name).write_text(json.dumps(content) + "\n")
+    code, err = call(export_cli, str(roberta_dir), "--out", str(tmp_path / "deploy"), "--dev-file", str(tmp_path / name))
+    assert_refused(code, err, "pgb-export", f"{name} holds question-answering data (columns {columns}), but the "
+                                            f"model is a sequence classifier")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
