@@ -22,7 +22,7 @@ import numpy as np
 
 from .heads import QUESTION_ANSWERING
 from .spans import best_span
-from .tasks import MAX_SKIPPED, DataError, Split
+from .tasks import MAX_SKIPPED, DataError, Split, hub_dataset
 
 MAX_QUESTION_TOKENS = 64  # longer questions are cut, so that some context always fits
 
@@ -183,18 +183,9 @@ def load_squad(task: QATask, directory: Path | None) -> dict[str, Split]:
 
 
 def _from_hub(hub: str, need_answer: bool) -> dict[str, Split]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError("no local SQuAD data found (give --glue-dir or set PGB_GLUE_DIR), and the Hub "
-                        "fallback needs `pip install datasets`") from None
     out = {}
     for split, name in (("train", "train"), ("dev", "validation")):
-        try:
-            rows = datasets.load_dataset(hub, split=name).to_list()
-        except Exception as e:  # the Hub raises many types; all mean the same to the user
-            raise DataError(f"no local SQuAD data found (give --glue-dir or set PGB_GLUE_DIR), and could not "
-                            f"load {hub}/{name} from the Hub: {' '.join(str(e).split())}"[:400]) from None
+        rows = hub_dataset("SQuAD", f"{hub}/{name}", hub, split=name).to_list()
         out[split] = _split([(r, r["context"]) for r in rows], f"{hub} {name}", need_answer)
     return out
 

@@ -231,17 +231,27 @@ def _read_tsv(task: Task, path: Path) -> Split:
     return Split(out, str(path), len(rows), skipped, first)
 
 
-def _from_hub(task: Task, split: str) -> list[Example]:
+def hub_dataset(kind: str, label: str, *args, **kwargs):
+    """datasets.load_dataset(*args, **kwargs), used when no local `kind` ("GLUE", "SQuAD") copy was
+    found: any failure is one DataError saying where a local copy would go."""
+    where = f"no local {kind} data found (give --glue-dir or set PGB_GLUE_DIR), and"
     try:
         import datasets
+        from huggingface_hub.utils import logging as hub_logging
     except ImportError:
-        raise DataError("no local GLUE data found (give --glue-dir or set PGB_GLUE_DIR), and "
-                        "the Hub fallback needs `pip install datasets`") from None
+        raise DataError(f"{where} the Hub fallback needs `pip install datasets`") from None
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # the Hub client logs every retry of an unreachable host: two lines each
     try:
-        ds = datasets.load_dataset("nyu-mll/glue", task.name, split=split)
+        return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # the Hub raises many types; all mean the same to the user
-        raise DataError(f"no local GLUE data found (give --glue-dir or set PGB_GLUE_DIR), and could not load "
-                        f"{task.name}/{split} from the Hub: {' '.join(str(e).split())}"[:400]) from None
+        raise DataError(f"{where} could not load {label} from the Hub: {' '.join(str(e).split())}"[:400]) from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
+
+
+def _from_hub(task: Task, split: str) -> list[Example]:
+    ds = hub_dataset("GLUE", f"{task.name}/{split}", "nyu-mll/glue", task.name, split=split)
     cols = task.hub_text
     examples = [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in ds]
     return Split(examples, f"nyu-mll/glue {task.name}/{split}", len(examples), 0)

@@ -132,12 +132,14 @@ def test_a_collapsed_model_is_reported_not_shipped_silently():
 
 
 @pytest.mark.parametrize("which", ["glue", "squad"])
-def test_unreachable_hub_says_where_local_data_would_go(monkeypatch, which):
+def test_unreachable_hub_says_where_local_data_would_go(monkeypatch, caplog, which):
     import datasets
+    from huggingface_hub.utils import logging as hub_logging
 
     from pruning import squad
 
     def offline(*args, **kwargs):
+        hub_logging.get_logger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub\n(LocalEntryNotFoundError)")
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError) as e:
@@ -150,3 +152,5 @@ def test_unreachable_hub_says_where_local_data_would_go(monkeypatch, which):
     assert text.startswith(f"no local {'GLUE' if which == 'glue' else 'SQuAD'} data found (give --glue-dir or set "
                            "PGB_GLUE_DIR), and could not load ")
     assert "\n" not in text and text.endswith("on the Hub (LocalEntryNotFoundError)")
+    assert "Retrying" not in caplog.text  # the client's retry lines are not printed before ours
+    assert hub_logging.get_verbosity() == hub_logging.WARNING
