@@ -67,16 +67,25 @@ def _head_linears(model: nn.Module, f: Family, head: Head) -> list[str]:
     return [path.format(base=model.base_model_prefix) for path, _ in f.classifier]
 
 
+def unsupported_activation(config) -> str | None:
+    """Why the graph cannot be written for this config's FFN activation, or None (pgb-prune asks
+    before pruning, so that a user learns it before the minutes of work, not after)."""
+    act = getattr(config, family(config).activation_attr)
+    if isinstance(act, str) and act in ACTIVATIONS:
+        return None
+    return f"unsupported activation {act!r:.40}; supported: {', '.join(ACTIVATIONS)}"
+
+
 def _check_supported(model: nn.Module) -> tuple[Family, Activation]:
     cfg = model.config
     try:
         f = family(model)
     except UnsupportedFamily as e:
         raise ExportError(str(e)) from None
-    act = getattr(cfg, f.activation_attr)
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise ExportError(f"unsupported activation {act!r}; supported: {', '.join(ACTIVATIONS)}")
-    activation = ACTIVATIONS[act]
+    why = unsupported_activation(cfg)
+    if why:
+        raise ExportError(why)
+    activation = ACTIVATIONS[getattr(cfg, f.activation_attr)]
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         raise ExportError("only absolute position embeddings are supported")
     head = head_named(model)

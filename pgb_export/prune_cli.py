@@ -7,10 +7,12 @@ import sys
 
 from pruning import ablations, bert, modeldir
 from pruning.compensation import MODES as COMPENSATION_MODES
+from pruning.families import family
 from pruning.pipeline import (ALLOCATIONS, EMBEDDED_ROWS, HIGH_LR, HIGH_TARGET, PAPER_LR, SHORT_STEPS,
                               DeviceUnavailable, PruneOptions, prune)
 
 from . import __version__
+from .bert_graph import unsupported_activation
 from .cli_common import Parser, UsageError, add_data_flags, data_files, number, progress, run, table
 
 EPILOG = """\
@@ -128,6 +130,22 @@ def _check_flags(args) -> None:
         raise UsageError("your own data needs your own MODEL_DIR (the embedded default is tuned on a GLUE --task)")
 
 
+def _export_warning(model_dir: str) -> str | None:
+    """What pgb-export will refuse in this model, said before pruning rather than after it."""
+    from transformers import AutoConfig
+    from transformers.activations import ACT2FN
+    modeldir.check_model_dir(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        runs = getattr(config, family(config).activation_attr) in ACT2FN
+    except Exception:
+        runs = False
+    if not runs:
+        return None  # the model does not load: prune() refuses it in its own words
+    why = unsupported_activation(config)
+    return why and f"{why}: pgb-export will not write the pruned model as ONNX (it runs in PyTorch)"
+
+
 def options(args) -> PruneOptions:
     return PruneOptions(
         out=args.out, target=args.target, model_dir=args.model_dir, task=args.task, data_files=data_files(args),
@@ -173,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_dir:
             args.model_dir = modeldir.resolve(args.model_dir)
         _check_flags(args)
+        warning = args.model_dir and _export_warning(args.model_dir)
+        if warning:
+            print(f"pgb-prune: warning: {warning}", file=sys.stderr)
         report = prune(options(args))
         print(summary(report))
         print(f"wrote {args.out} (model, pgb.json, report.json)")

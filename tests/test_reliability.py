@@ -207,6 +207,25 @@ def test_broken_model_is_refused_by_both_commands(world, tmp_path, case):
     assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_an_activation_the_export_cannot_write_is_said_before_pruning(world, tmp_path):
+    model = copy(world["dense"], tmp_path / "model")
+    (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()),
+                                                   "hidden_act": "mish"}))
+    code, err = call(prune_cli, str(model), "--task", "sst2", "--target", "0.5", "--out", str(tmp_path / "pruned"),
+                     "--glue-dir", str(world["glue"]), "--samples", "8", "--finetune-epochs", "0", "--max-len", "32")
+    assert code == 0, err
+    assert err.splitlines()[0] == ("pgb-prune: warning: unsupported activation 'mish'; supported: gelu, gelu_python, "
+                                   "gelu_new, gelu_fast, gelu_accurate, gelu_pytorch_tanh, gelu_python_tanh, relu, "
+                                   "silu, swish, quick_gelu: pgb-export will not write the pruned model as ONNX "
+                                   "(it runs in PyTorch)")
+    code, err = call(export_cli, str(tmp_path / "pruned"), "--out", str(tmp_path / "deploy"))
+    assert_refused(code, err, "pgb-export", "unsupported activation 'mish'")
+    code, err = call(prune_cli, str(world["dense"]), "--task", "sst2", "--target", "0.5", "--out",
+                     str(tmp_path / "p2"), "--glue-dir", str(world["glue"]), "--samples", "8", "--finetune-epochs", "0",
+                     "--max-len", "32")
+    assert code == 0 and "activation" not in err, err
+
+
 def test_separate_tokenizer_and_label_count(world, tmp_path):
     model = copy(world["dense"], tmp_path / "model")
     BROKEN["no tokenizer"][0](model)
