@@ -122,8 +122,8 @@ def summary(report: dict) -> str:
     rows = [[s, c["MatMul"], c["Permutation"], c["Exchange"], c["Gather"], c["Transpose"], f"{c['weight_params']:,}"]
             for s, c in layers.items()]
     lines = [table(["scope", "MatMul", "permutations", "exchanges", "Gather", "Transpose", "weights"], rows), "",
-             f"kept {report['params']['kept']:,}/{report['params']['total']:,} prunable weights "
-             f"({report['params']['live']:,} live)  "
+             f"kept {report['params']['live']:,}/{report['params']['total']:,} prunable weights "
+             f"(ratio {report['params']['ratio']:.4f})  "
              f"FLOPs ratio {report['flops_ratio']:.3f}  model.onnx {report['onnx_bytes'] / 1e6:.1f} MB",
              *([f"{len(dense)} grouped linears written dense, cheaper so in ONNX Runtime INT8 "
                 f"({report['params']['stored']:,} weights stored): {', '.join(dense)}"] if dense else []),

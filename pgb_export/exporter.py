@@ -302,8 +302,10 @@ def export(opts: ExportOptions) -> dict:
                         # signed bits of the dynamic INT8 graph's weights (grouped_linear.DYNAMIC_QMAX)
                         **({"weight_bits": DYNAMIC_QMAX.bit_length() + 1,
                             "word_embeddings": "int8, one scale per row"} if opts.int8 else {})},
-              "params": {"kept": plan.kept, "live": live_kept, "stored": stored, "total": plan.total,
-                         "ratio": plan.ratio},
+              # live is what the graph computes with (pgb-prune's params_live); a structured plan's
+              # blocks (plan_blocks) also hold the zero rows and columns that slicing leaves out
+              "params": {"live": live_kept, "stored": stored, "total": plan.total,
+                         "ratio": 1 - live_kept / plan.total, "plan_blocks": plan.kept},
               "flops_ratio": cost.flops_ratio(refs, masks, model.config.num_attention_heads, 128),
               "onnx_bytes": len(data), "parity": parity.to_json(), "tensorrt_compat": compat}
     report["warnings"] = _unchecked(opts, task, model, len(texts))

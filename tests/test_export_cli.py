@@ -45,8 +45,9 @@ def test_pruned_export_with_dev_accuracy(pruned_sst2, tmp_path):
     acc = report["accuracy"]
     assert acc["rows"] == 872 and acc["difference_points"] <= 0.1 and acc["ok"]
     plan = Plan.load(pruned_sst2 / "pgb.json")
-    assert report["params"]["kept"] == plan.kept
+    assert report["params"]["plan_blocks"] == plan.kept
     assert report["graph"]["census"]["encoder_weight_params"] == report["params"]["live"] <= plan.kept
+    assert report["params"]["ratio"] == 1 - report["params"]["live"] / plan.total
     assert {"config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in (out / "onnx").iterdir()}
     # the tokenizer complete: a WordPiece tokenizer rebuilt from vocab.txt alone gives the same ids
     from tokenizers import BertWordPieceTokenizer

@@ -226,6 +226,22 @@ def test_an_activation_the_export_cannot_write_is_said_before_pruning(world, tmp
     assert code == 0 and "activation" not in err, err
 
 
+def test_a_structured_model_reports_the_ratio_it_was_pruned_to(world, tmp_path):
+    """Its plan's dense blocks hold the zeroed heads and neurons; the export reports what it computes."""
+    code, err = call(prune_cli, str(world["dense"]), "--task", "sst2", "--target", "0.6", "--out",
+                     str(tmp_path / "pruned"), "--glue-dir", str(world["glue"]), "--samples", "8",
+                     "--finetune-epochs", "0", "--max-len", "32", "--ablation", "structured")
+    assert code == 0, err
+    pruned = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert export_cli.main([str(tmp_path / "pruned"), "--out", str(tmp_path / "deploy"), "--quiet"]) == 0
+    params = json.loads((tmp_path / "deploy" / "report.json").read_text())["params"]
+    assert params["live"] == pruned["params_live"] < params["plan_blocks"]
+    assert params["ratio"] == pytest.approx(pruned["achieved_ratio"], abs=1e-12) and params["ratio"] > 0.5
+    assert f"kept {pruned['params_live']:,}/{pruned['params_total']:,} prunable weights (ratio " in out.getvalue()
+
+
 def test_separate_tokenizer_and_label_count(world, tmp_path):
     model = copy(world["dense"], tmp_path / "model")
     BROKEN["no tokenizer"][0](model)
