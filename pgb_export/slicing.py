@@ -4,10 +4,10 @@ A head whose W_O rows are all zero adds nothing to the attention's output, whate
 queries, keys and values; an FFN neuron whose W_2 row is zero adds nothing to the FFN's. So
 the graph can leave such a head out of W_Q, W_K, W_V and W_O, and such a neuron out of W_1
 and W_2, exactly. Structured pruning (`pgb-prune --ablation structured`) zeroes whole heads
-and neurons; sliced, its model runs as smaller dense MatMuls. Only sub-layers whose linears
-are all dense (a dropped W_Q or W_K is a bias, sliced with its head) are sliced: a grouped
-linear keeps its blocks. PGB plans keep every row of their dense matrices, so their graphs
-do not change.
+and neurons, and pgb-prune's default `--ffn neurons` zeroes whole FFN neurons; sliced, they
+run as smaller dense MatMuls. Only sub-layers whose linears are all dense (a dropped W_Q or
+W_K is a bias, sliced with its head) are sliced: a grouped linear keeps its blocks, and a
+dense matrix of a PGB plan keeps every row, so those graphs do not change.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ The steps of the paper, one module each, in the order data flows through them:
 
     importance.score        dense model + batches   -> Scores (saliency per weight)
     budget.plan_pgb         Scores + target ratio   -> Plan (G and permutations per matrix)
+    neurons.keep_neurons    Plan + Scores           -> Plan + masks, each FFN as whole neurons
+                            (pgb-prune's default; --ffn groups keeps the paper's grouped FFN)
     repermute.apply_plan    model + Plan            -> pruned model (masked dense weights)
     compensation.compensate model + masks + batches -> compensated weights
     finetune.finetune       model + masks + batches -> re-finetuned model, structure frozen

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .bert import FFN_KINDS, MHA_KINDS, MatrixRef
+from . import neurons
+from .bert import MHA_KINDS, MatrixRef
 from .budget import TOLERANCE, Ties, grouped_plan, plan_pgb
 from .grouping import common_divisors
 from .plan import MatrixPlan, Plan
@@ -47,10 +48,10 @@ def fixed_g(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor], targe
 
 def structured(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
                kept: Mapping[str, int], heads: int) -> Masks:
-    """Heads ranked by the saliency of their Q/K/V columns and O rows, FFN neurons by their
-    W_1 column and W_2 row; each layer keeps as many parameters as `kept` gives it."""
+    """Heads ranked by the saliency of their Q/K/V columns and O rows, FFN neurons as
+    `neurons.ffn_masks` ranks them; each layer keeps as many parameters as `kept` gives it."""
     by = {(r.layer, r.kind): r for r in refs}
-    masks = {r.name: torch.zeros(r.shape, dtype=torch.bool) for r in refs}
+    masks = {r.name: torch.zeros(r.shape, dtype=torch.bool) for r in refs if r.kind in MHA_KINDS}
     for layer in sorted({r.layer for r in refs}):
         q, k, v, o = (by[(layer, kind)] for kind in MHA_KINDS)
         d = q.shape[0]
@@ -62,12 +63,7 @@ def structured(refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
             for x in (q, k, v):
                 masks[x.name][:, h * dh:(h + 1) * dh] = True
             masks[o.name][h * dh:(h + 1) * dh, :] = True
-        f1, f2 = (by[(layer, kind)] for kind in FFN_KINDS)
-        neuron = scores[f1.name].sum(0) + scores[f2.name].sum(1)
-        n_neurons = round((kept[f1.name] + kept[f2.name]) / (2 * d))
-        keep = torch.topk(neuron, n_neurons).indices
-        masks[f1.name][:, keep] = True
-        masks[f2.name][keep, :] = True
+    masks.update(neurons.ffn_masks(refs, scores, kept))
     return masks
 
 
@@ -81,9 +77,11 @@ def plan_from_masks(refs: Sequence[MatrixRef], masks: Masks, meta: dict) -> Plan
 def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.Tensor],
           target: float, heads: int, gmax: int = 6, nperm: int = 6,
           tau: float | str = "auto", progress: bool = False, allocation: str = "paper",
-          drop: frozenset[str] = frozenset(), ties: Ties = Ties()) -> tuple[Plan, Masks, Plan]:
+          drop: frozenset[str] = frozenset(), ties: Ties = Ties(), ffn: str = "groups") -> tuple[Plan, Masks, Plan]:
     """(plan written to pgb.json, masks to prune with, the PGB plan it was sized from); the
-    matrices in `drop` are dropped in the PGB plan (and so sized out of the baselines)."""
+    matrices in `drop` are dropped in the PGB plan (and so sized out of the baselines).
+    `ffn` (neurons.FFN_FORMS) is how PGB and grouping without permutation keep an FFN; the
+    other baselines are as PGB.md section 9 defines them."""
     pgb = plan_pgb(refs, scores, target, gmax, nperm, tau, permute=ablation != "no-permutation",
                    progress=progress, allocation=allocation, drop=drop, ties=ties)
     if ablation in ("unstructured", "structured"):
@@ -91,5 +89,9 @@ def build(ablation: str, refs: Sequence[MatrixRef], scores: Mapping[str, torch.T
         masks = (unstructured(refs, scores, kept) if ablation == "unstructured"
                  else structured(refs, scores, kept, heads))
         return plan_from_masks(refs, masks, {"method": ablation, "target": target}), masks, pgb
-    plan = fixed_g(refs, scores, target, nperm) if ablation == "fixed-g" else pgb
-    return plan, plan.masks(), pgb
+    if ablation == "fixed-g":
+        plan = fixed_g(refs, scores, target, nperm)
+        return plan, plan.masks(), pgb
+    if ffn == "neurons":
+        return (*neurons.keep_neurons(pgb, refs, scores), pgb)
+    return pgb, pgb.masks(), pgb

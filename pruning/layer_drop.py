@@ -96,11 +96,12 @@ def drop_costs(model: nn.Module, refs: Sequence[bert.MatrixRef], held: Sequence[
 
 def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[[frozenset[str]], Plan],
            samples: Sequence[dict], held: Sequence[dict], max_drops: int = MAX_DROPS,
-           progress: bool = False, compensation_mode: str = "dense") -> tuple[frozenset[str], dict]:
+           progress: bool = False, compensation_mode: str = "dense",
+           masks_of: Callable[[Plan], dict[str, torch.Tensor]] = Plan.masks) -> tuple[frozenset[str], dict]:
     """(matrices to drop, report): the drop set among the k cheapest sub-layers whose
-    plan, compensated as the run will be (`compensation_mode`), has the lowest calibration
-    loss on `held`. `plan_for(drop)` is the plan at the target with those matrices dropped;
-    `model` is left as it came."""
+    plan, pruned to `masks_of(plan)` and compensated as the run will be (`compensation_mode`),
+    has the lowest calibration loss on `held`. `plan_for(drop)` is the plan at the target with
+    those matrices dropped; `model` is left as it came."""
     costs = drop_costs(model, refs, held, progress)
     # a sub-layer the budget already empties costs nothing to drop and changes no plan: the
     # candidates are the ones the undropped plan keeps, cheapest first
@@ -119,7 +120,7 @@ def choose(model: nn.Module, refs: Sequence[bert.MatrixRef], plan_for: Callable[
         trials.append(trial)
         if abs(plan.ratio - plan.meta["target"]) > TOLERANCE:  # what is left cannot hold the budget
             continue
-        compensation.compensate(model, plan.masks(), few, progress=False, mode=compensation_mode)
+        compensation.compensate(model, masks_of(plan), few, progress=False, mode=compensation_mode)
         trial["calibration_loss"] = calibration_loss(model, held)
         weights.restore()
     best = min((t for t in trials if t["calibration_loss"] is not None), key=lambda t: t["calibration_loss"],

@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import ablations, bert, budget, compensation, cost, finetune, grouping, importance, layer_drop, modeldir, repermute
+from . import ablations, bert, budget, compensation, cost, finetune, grouping, importance, layer_drop, modeldir, neurons, repermute
 from .batching import evaluate, make_batches
 from .distillation import Distillation, attach_teacher, distillation
 from .families import family
 from .heads import HEADS, head_named
 from .jsonfile import write_atomic
 from .model_card import card
+from .plan import Plan
 from .tasks import Split, get_task, glue_dir, note_skipped
 from .userdata import DataFiles, load_user_data
 
@@ -93,6 +94,7 @@ class PruneOptions:
     ablation: str = "none"
     tie_qkv: bool = False  # budget.Ties: off, it costs accuracy for little speed (BENCHMARKS.md)
     tie_ffn: bool = False  # budget.Ties: off until it measures ahead (BENCHMARKS.md, "Tied FFN")
+    ffn: str = "neurons"  # neurons.FFN_FORMS: ahead of grouped FFN at equal weights (BENCHMARKS.md, "FFN neurons")
     allocation: str = "measured"  # ALLOCATIONS; ahead of floor on 4 of 4, of paper on 2 of 4 (BENCHMARKS.md)
     seed: int = 0
     device: str = "auto"  # pick_device; the saved model is on the CPU whatever ran it
@@ -197,21 +199,23 @@ def recover(model, task, masks: dict, samples: list, dev_batches: list, train_en
 def build_plan(model, refs: list, scores: dict, target: float, *, allocation: str, ablation: str = "none",
                gmax: int = 6, nperm: int = 6, tau: float | str = "auto", samples: list | None = None,
                held: list | None = None, progress: bool = False, ties: budget.Ties = budget.Ties(),
-               compensation_mode: str = "dense") -> tuple:
+               compensation_mode: str = "dense", ffn: str = PruneOptions.ffn) -> tuple:
     """(plan for pgb.json, masks, the PGB plan, measured report or None): ablations.build
     under `allocation`; `measured` first chooses whole sub-layers to drop on `held` rows
     (pruning.layer_drop), compensating each candidate on a few of `samples` as the run will
-    (`compensation_mode`); `ties` (budget.Ties) hold for the candidates and the plan alike."""
+    (`compensation_mode`); `ties` (budget.Ties) and `ffn` (neurons.FFN_FORMS) hold for the
+    candidates and the plan alike."""
     drop, measured = frozenset(), None
     if allocation == "measured":
         def plan_for(d):
             return budget.plan_pgb(refs, scores, target, gmax, nperm, tau, allocation="floor", drop=d,
                                    ties=ties)
+        masks_of = (lambda p: neurons.keep_neurons(p, refs, scores)[1]) if ffn == "neurons" else Plan.masks
         drop, measured = layer_drop.choose(model, refs, plan_for, samples, held, progress=progress,
-                                           compensation_mode=compensation_mode)
+                                           compensation_mode=compensation_mode, masks_of=masks_of)
     plan, masks, pgb = ablations.build(ablation, refs, scores, target, bert.num_heads(model), gmax, nperm, tau,
                                        progress, "floor" if allocation == "measured" else allocation, drop,
-                                       ties)
+                                       ties, ffn)
     if measured:
         pgb.meta.update(allocation="measured", measured=measured)
     return plan, masks, pgb, measured
@@ -289,7 +293,7 @@ def prune(opts: PruneOptions) -> dict:
     plan, masks, pgb, _ = build_plan(model, refs, scores, opts.target, ablation=opts.ablation,
                                      allocation=opts.allocation, gmax=opts.gmax, nperm=opts.nperm, tau=tau,
                                      samples=samples, held=held, progress=progress, ties=opts.ties,
-                                     compensation_mode=opts.compensation)
+                                     compensation_mode=opts.compensation, ffn=opts.ffn)
     plan.meta.update(meta)
     lap("planning")
 
@@ -387,7 +391,8 @@ def _card(report: dict) -> str:
                                                                                      "ffn_layers_dropped"))}
     head = next(h for h in HEADS if h.name == report["head"])
     usage = (f"`{head.auto_class}.from_pretrained(dir)` computes the pruned model (its "
-             "zeros included); `pgb.json` holds G and the permutations of every matrix, `report.json` "
+             "zeros included); `pgb.json` holds G and the permutations of every matrix (an FFN kept as "
+             "whole neurons is G = 1 there, its other neurons zero in the weights), `report.json` "
              "everything measured. `pgb-export dir --out deploy` turns it into a grouped ONNX graph.")
     return card(f"{Path(report['source']).name}, PGB-pruned to {report['achieved_ratio']:.0%}",
                 report["source"], head.name, "transformers", facts,

@@ -26,6 +26,7 @@ from pruning import bert, cost, finetune, importance
 from pruning.budget import Ties
 from pruning.compensation import MODES
 from pruning.distillation import distillation
+from pruning.neurons import FFN_FORMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,8 @@ def main() -> None:
                    help="PGB budget allocations: one run each (ablations use the first)")
     p.add_argument("--tie-qkv", action="store_true", help="pgb-prune's --tie-qkv for every run")
     p.add_argument("--tie-ffn", action="store_true", help="pgb-prune's --tie-ffn for every run")
+    p.add_argument("--ffn", choices=FFN_FORMS, default=PruneOptions.ffn,
+                   help=f"pgb-prune's --ffn for every run (default {PruneOptions.ffn}, its default)")
     p.add_argument("--batch-size", type=int, default=32, help="re-finetuning batch size (default 32, pgb-prune's)")
     p.add_argument("--compensation", choices=MODES, default=PruneOptions.compensation,
                    help=f"pgb-prune's --compensation (default {PruneOptions.compensation}, its default)")
@@ -62,6 +65,8 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto, pgb-prune's)")
     p.add_argument("--out", default="bench/accuracy.jsonl")
     args = p.parse_args()
+    if args.tie_ffn and args.ffn != "groups":
+        p.error("--tie-ffn ties a grouped FFN: add --ffn groups")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = pick_device(args.device)
@@ -94,14 +99,14 @@ def main() -> None:
             model.to(device)
             t = time.perf_counter()
             plan, masks, pgb, _ = build_plan(model, refs, scores, target, ablation=ablation, allocation=allocation,
-                                             samples=samples, held=held, ties=Ties(qkv=args.tie_qkv, ffn=args.tie_ffn),
+                                             samples=samples, held=held, ties=Ties(qkv=args.tie_qkv, ffn=args.tie_ffn), ffn=args.ffn,
                                              compensation_mode=args.compensation)
             metrics, _ = recover(model, task, masks, samples, dev_batches, train_enc,
                                  compensation_mode=args.compensation,
                                  epochs=args.finetune_epochs, lr=lr, batch_size=args.batch_size, seed=args.seed,
                                  progress=False, distill=distill)
             row = {"fixture": path.name, "task": task.name, "metric": task.main_metric,
-                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv, "tie_ffn": args.tie_ffn,
+                   "target": target, "ablation": ablation, "allocation": allocation, "tie_qkv": args.tie_qkv, "tie_ffn": args.tie_ffn, "ffn": args.ffn,
                    "compensation": args.compensation, "lr": lr, "steps": steps, "batch_size": args.batch_size,
                    "distill": args.distill, "temperature": args.temperature if args.distill else None,
                    "distill_hidden": args.distill_hidden,

@@ -46,7 +46,8 @@ from pgb_export.exporter import graph_masks, load_plan, session
 from pgb_export.grouped_linear import PERMUTATION_INDEX, LinearOptions
 from pruning.tasks import fixture_task, glue_dir, load_split
 from pruning import bert, cost, importance, layer_drop, repermute
-from pruning.pipeline import ALLOCATIONS, build_plan, held_rows
+from pruning.neurons import FFN_FORMS
+from pruning.pipeline import ALLOCATIONS, PruneOptions, build_plan, held_rows
 from pruning.budget import Ties
 from pruning.plan import uniform_plan
 
@@ -84,21 +85,21 @@ def ort_optimized_dense(model, workdir: Path) -> bytes:
 
 
 def pgb_pruned(path: Path, scores: dict, target: float, allocation: str, samples: list, held: list,
-               ties: Ties = Ties()) -> tuple:
-    """The fixture pruned to `target` as pgb-prune plans it (masked, not compensated: speed
-    depends on the structure only)."""
+               ties: Ties = Ties(), ffn: str = PruneOptions.ffn) -> tuple:
+    """(model, plan, masks): the fixture pruned to `target` as pgb-prune plans it (masked, not
+    compensated: speed depends on the structure only)."""
     model, _ = modeldir.load(path)
-    plan, _, _, _ = build_plan(model, bert.matrices(model), scores, target, allocation=allocation,
-                               samples=samples, held=held, ties=ties)
-    repermute.apply_plan(model, plan)
-    return model, plan
+    plan, masks, _, _ = build_plan(model, bert.matrices(model), scores, target, allocation=allocation,
+                                   samples=samples, held=held, ties=ties, ffn=ffn)
+    repermute.apply_masks(model, masks)
+    return model, plan, masks
 
 
-def plan_facts(refs, plan) -> dict:
+def plan_facts(refs, plan, masks) -> dict:
     """What a PGB row's plan keeps: the weight ratio it lands on and the sub-layers it drops
     whole (two plans at one weight ratio differ in FLOPs by the attention they keep)."""
     empty = {m.name for m in plan.matrices if m.groups == 0}
-    return {"weight_ratio": plan.ratio,
+    return {"weight_ratio": 1 - cost.kept_params(masks) / cost.total_params(masks),
             "dropped": [s.name() for s in layer_drop.sublayers(refs) if s.matrices <= empty]}
 
 
@@ -201,6 +202,8 @@ def main() -> None:
                    help="also time the default allocation's plans under pgb-prune's --tie-qkv (fp32 and INT8)")
     p.add_argument("--tie-ffn", action="store_true",
                    help="also time the default allocation's plans under pgb-prune's --tie-ffn (fp32 and INT8)")
+    p.add_argument("--ffn", choices=FFN_FORMS, default=PruneOptions.ffn,
+                   help=f"pgb-prune's --ffn for the plans made here (default {PruneOptions.ffn}, its default)")
     p.add_argument("--skip-bert-base", action="store_true")
     p.add_argument("--forms", choices=("default", "all"), default="default",
                    help="PGB fp32 graph forms: split/transpose only (default) or all four")
@@ -231,10 +234,10 @@ def main() -> None:
     scores = importance.score(dense_model, samples, progress=False)
     for target in args.targets:
         for allocation in args.allocations:
-            model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held)
-            ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
+            model, plan, masks = pgb_pruned(fixture, scores, target, allocation, samples, held, ffn=args.ffn)
+            ratio = cost.flops_ratio(refs, masks, heads, args.seq)
             name = f"PGB {target} {allocation}"
-            plans[name] = plan_facts(refs, plan)
+            plans[name] = plan_facts(refs, plan, masks)
             forms = [("split", "transpose")] if args.forms == "default" else [
                 (f, p) for f in ("split", "batched") for p in ("transpose", "gather")]
             for form, perm in forms:
@@ -251,9 +254,10 @@ def main() -> None:
                 minilm[f"{name} INT8 (ours), every linear grouped (analysis)"] = (
                     build(model, plan, INT8).SerializeToString(), ratio)
                 for label, ties in (("Q/K/V", Ties(qkv=True)),) * args.tie_qkv + (("FFN", Ties(ffn=True)),) * args.tie_ffn:
-                    model, plan = pgb_pruned(fixture, scores, target, allocation, samples, held, ties=ties)
-                    tied_ratio = cost.flops_ratio(refs, plan.masks(), heads, args.seq)
-                    plans[f"{name} tied {label}"] = plan_facts(refs, plan)
+                    model, plan, masks = pgb_pruned(fixture, scores, target, allocation, samples, held, ties=ties,
+                                                    ffn="groups" if ties.ffn else args.ffn)
+                    tied_ratio = cost.flops_ratio(refs, masks, heads, args.seq)
+                    plans[f"{name} tied {label}"] = plan_facts(refs, plan, masks)
                     minilm[f"{name} tied {label} fp32"] = (build(model, plan).SerializeToString(), tied_ratio)
                     minilm[f"{name} tied {label} INT8 (ours)"] = (ours_int8(model, plan), tied_ratio)
     for path in args.pruned:

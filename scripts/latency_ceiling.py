@@ -157,8 +157,10 @@ def main() -> None:
             plans[d].check_matches(refs)
         except PlanError as e:
             raise SystemExit(f"{d}: {e}") from None
-        if plans[d].meta.get("method") in ("structured", "unstructured"):  # their zeros are not in G
-            raise SystemExit(f"{d}: a {plans[d].meta['method']} model; the ceiling is for grouped plans")
+        meta = plans[d].meta
+        if meta.get("method") in ("structured", "unstructured") or meta.get("ffn") == "neurons":  # zeros not in G
+            raise SystemExit(f"{d}: a {meta['method']} model{' with FFN neurons' if meta.get('ffn') else ''}; "
+                             "the ceiling is for plans whose every zero is in G (pgb-prune --ffn groups)")
     layers = len(bert.encoder_layers(model))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

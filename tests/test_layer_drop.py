@@ -3,7 +3,7 @@ one, the drop count chosen by calibration loss, the model left as it came, and t
 sub-layers dropped in a plan that still lands on the target."""
 import torch
 
-from pruning import bert, budget, importance, layer_drop
+from pruning import bert, budget, cost, importance, layer_drop
 from pruning.pipeline import build_plan, held_rows
 from tests.conftest import random_batches, tiny_bert
 
@@ -86,7 +86,8 @@ def test_build_plan_drops_the_chosen_sublayers_and_lands_on_the_target():
     named = {s.name(): s.matrices for s in layer_drop.sublayers(refs)}
     for name in measured["chosen_drops"]:
         assert all(mp.groups == 0 for mp in plan.matrices if mp.name in named[name])
-    assert abs(plan.ratio - 0.6) <= budget.TOLERANCE
+    assert abs(pgb.ratio - 0.6) <= budget.TOLERANCE
+    assert cost.kept_params(masks) == pgb.kept  # the FFN kept as neurons holds what its groups would
 
 
 def test_held_rows_avoid_the_importance_samples():
@@ -113,14 +114,14 @@ def test_measured_allocation_takes_the_heads_own_loss_question_answering():
         return out
     samples, held = qa_batches(3, 0), qa_batches(2, 1)
     scores = importance.score(model, samples, progress=False)
-    plan, _, pgb, measured = build_plan(model, refs, scores, 0.5, allocation="measured", nperm=1,
-                                        samples=samples, held=held)
+    plan, masks, pgb, measured = build_plan(model, refs, scores, 0.5, allocation="measured", nperm=1,
+                                            samples=samples, held=held)
     trials = measured["trials"]  # 2 layers: dropping 3 or 4 of the 4 sub-layers cannot keep half the weights
     assert len(trials) == layer_drop.MAX_DROPS + 1 and trials[0]["calibration_loss"] > 0
     assert [t["calibration_loss"] is None for t in trials] == [abs(t["achieved_ratio"] - 0.5) > budget.TOLERANCE
                                                                for t in trials]
     assert any(t["calibration_loss"] is None for t in trials)
-    assert abs(plan.ratio - 0.5) <= budget.TOLERANCE
+    assert abs(1 - cost.kept_params(masks) / cost.total_params(masks) - 0.5) <= budget.TOLERANCE
 
 
 def test_recovery_learning_rate_is_larger_only_for_short_recoveries_at_high_targets():

@@ -101,7 +101,10 @@ def test_end_to_end_minilm_sst2_at_half(tmp_path):
     report = json.loads((out / "report.json").read_text())
     plan = Plan.load(out / "pgb.json")
     assert abs(report["achieved_ratio"] - 0.5) <= 0.01
-    assert report["params_kept"] == plan.kept and report["params_total"] == 6 * 1_769_472
+    assert report["params_kept"] == sum(m["kept"] for m in report["matrices"]) and report["params_total"] == 6 * 1_769_472
+    # grouped matrices keep their blocks; an FFN kept as neurons (the default) fewer than its G = 1
+    assert all(m["kept"] == plan[m["name"]].kept for m in report["matrices"] if m["groups"] != 1)
+    assert plan.meta["ffn"] == "neurons" and report["params_kept"] < plan.kept
     assert 0 < report["flops_ratio"] < 1
     assert set(report["metrics"]) == {"dense", "vanilla", "final"}
     assert abs(report["metrics"]["dense"]["accuracy"] - 0.8841743119266054) < 1e-6  # fixture.json
@@ -162,7 +165,8 @@ def test_ties_end_to_end(tmp_path):
     exchanged between FFN1 and FFN2."""
     out = tmp_path / "pruned"
     r = prune(SST2, "--task", "sst2", "--target", "0.6", "--out", str(out), "--samples", "64",
-              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv", "--tie-ffn", "--compensation", "pruned")
+              "--finetune-epochs", "0", "--allocation", "floor", "--tie-qkv", "--tie-ffn", "--ffn", "groups",
+              "--compensation", "pruned")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["plan"]["tie_qkv"] is True and report["settings"]["tie_qkv"] is True
