@@ -22,11 +22,14 @@ class IOSpec:
     # deeper models and flags real errors. The dev metric is the check that matters.
     atol_fp16: float = 1e-2
     metric_points_fp16: float = 0.3
-    # Dynamic int8 (uint8 activations per tensor, int8 weights per channel): pruned
-    # minilm-sst2's logits (magnitude up to ~5) moved by up to 0.40 (BENCHMARKS.md); 1.0 leaves
-    # 2.5x room and still catches a wrong scale or order (errors of the logits' own size). The
-    # dev metric, within 1 point of PyTorch's fp32, is the check that matters.
-    atol_int8: float = 1.0
+    # Dynamic int8 (uint8 activations per tensor, 7-bit weights per channel): over all 872
+    # SST-2 dev rows, pgb-prune's minilm-sst2 models (logits up to ~4) moved by up to 1.12
+    # (0.5, grouped FFN), 1.21 (0.5, FFN neurons) and 1.57 (0.88, neurons), predictions
+    # agreeing on 97.6 to 99.1 % (BENCHMARKS.md, "FFN neurons"); the parity texts are a few
+    # of those rows, so 1.0 passed or failed by which rows they were. 2.0 is below the
+    # logits' own size, so a wrong scale or order still fails; the dev metric, within 1 point
+    # of PyTorch's fp32, is the check that matters.
+    atol_int8: float = 2.0
     metric_points_int8: float = 1.0
 
     def tolerances(self, precision: str) -> tuple[float, float]:
