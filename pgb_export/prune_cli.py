@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a kept FFN keeps its share of the budget: neurons (whole FFN neurons, a W_1 column "
                         "and its W_2 row, by saliency; the export leaves the others out, so the FFN runs as two "
                         "smaller dense MatMuls) or groups (the paper's G block-diagonal groups). Default neurons: "
-                        "on MiniLM SST-2 with the CPU recipe 2.4 points ahead at 0.6 and 3.2 at 0.88 "
+                        "on MiniLM SST-2 with the CPU recipe 0.6, 1.6 and 3.2 points ahead at 0.5, 0.6 and 0.88, and faster "
                         "(BENCHMARKS.md, \"FFN neurons\")")
     p.add_argument("--ablation", default="none", choices=ablations.ABLATIONS,
                    help="run a baseline of PGB.md section 9 instead of PGB")

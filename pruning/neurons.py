@@ -3,9 +3,9 @@
 An FFN neuron is a column of W_1 and the same row of W_2. Here each layer spends what the
 PGB plan gives its W_1 and W_2 on the neurons with the largest saliency (W_1 column plus
 W_2 row, the scores of step 1), kept whole; every other neuron is zero in both. Attention
-stays grouped as the plan says. Why: on minilm-sst2 at the CPU budget, the same plan with
-its FFN kept as neurons instead of G blocks ended 2.4 points higher at 0.6 and 3.2 at 0.88
-(BENCHMARKS.md, "FFN neurons"). At G = 6 a block-diagonal FFN links each neuron to a sixth
+stays grouped as the plan says. Why: on minilm-sst2 at the CPU budget, pgb-prune with its
+FFN kept as neurons instead of G blocks ended 0.6, 1.6 and 3.2 points higher at 0.5, 0.6 and
+0.88, and its exports ran faster (BENCHMARKS.md, "FFN neurons"). At G = 6 a block-diagonal FFN links each neuron to a sixth
 of the hidden features; a kept neuron reads all of them. The export leaves the zero neurons
 out (pgb_export.slicing), so such an FFN runs as two smaller dense MatMuls with no
 permutation at all.

@@ -94,7 +94,7 @@ class PruneOptions:
     ablation: str = "none"
     tie_qkv: bool = False  # budget.Ties: off, it costs accuracy for little speed (BENCHMARKS.md)
     tie_ffn: bool = False  # budget.Ties: off until it measures ahead (BENCHMARKS.md, "Tied FFN")
-    ffn: str = "neurons"  # neurons.FFN_FORMS: ahead of grouped FFN at equal weights (BENCHMARKS.md, "FFN neurons")
+    ffn: str = "neurons"  # neurons.FFN_FORMS: ahead of grouped FFN at equal weights, 3 of 3 targets (BENCHMARKS.md, "FFN neurons")
     allocation: str = "measured"  # ALLOCATIONS; ahead of floor on 4 of 4, of paper on 2 of 4 (BENCHMARKS.md)
     seed: int = 0
     device: str = "auto"  # pick_device; the saved model is on the CPU whatever ran it
