@@ -5,6 +5,10 @@ Each node of the dense graph is timed by ONNX Runtime's profiler (kernel time pe
 median over `--rounds` runs in each of 3 sessions). A pruned model's time is then bounded
 from below by:
 - each linear's MatMul time divided by its G (nothing for a dropped one);
+- in a sub-layer the export slices (whole FFN neurons, pgb-prune's default `--ffn neurons`,
+  or whole heads, `--ablation structured`: pgb_export.slicing), every node but its residual
+  Add and LayerNorm, linears included, scaled by the share of neurons or heads it keeps. That
+  shrinks even the nodes whose work does not (FFN2's bias), so it stays a bound;
 - a dropped sub-layer's nodes removed, except its residual Add and LayerNorm (the export
   keeps those: the sub-layer becomes a constant added before its LayerNorm);
 - every other node (embeddings, softmax, attention reshapes, bias and residual Adds,
@@ -41,6 +45,7 @@ from bench_onnx_latency import ORT_INT8, ort_quantized, time_interleaved
 from pgb_export.bert_graph import build, dense_plan
 from pgb_export.exporter import session
 from pgb_export.grouped_linear import LinearOptions
+from pgb_export.slicing import layer_slices
 from pruning import bert, modeldir
 from pruning.plan import Plan, PlanError
 
@@ -116,8 +121,23 @@ def sublayer_of(optimized: onnx.ModelProto) -> dict[str, tuple[int, str, bool]]:
     return out
 
 
-def ceiling(kernel: dict[str, float], linears: dict[str, tuple[int, str]], parts: dict, plan: Plan) -> float:
-    """Kernel ms of the plan's fastest possible export (see the module docstring)."""
+def sliced_shares(model, plan: Plan) -> dict[tuple[int, str], float]:
+    """{(layer, "attention" | "ffn"): share of its heads or neurons the export keeps} for the
+    sub-layers it slices, read from the pruned weights as the exporter reads them."""
+    widths = {(r.layer, r.kind): r.shape[1] for r in bert.matrices(model)}  # (in, out)
+    shares = {}
+    for layer, s in enumerate(layer_slices(model, plan)):
+        for part, keep, kind in (("attention", s.attention, "query"), ("ffn", s.ffn, "ffn1")):
+            if keep is not None:
+                shares[(layer, part)] = len(keep) / widths[(layer, kind)]
+    return shares
+
+
+def ceiling(kernel: dict[str, float], linears: dict[str, tuple[int, str]], parts: dict, plan: Plan,
+            shares: dict[tuple[int, str], float] | None = None) -> float:
+    """Kernel ms of the plan's fastest possible export (see the module docstring); `shares`
+    as sliced_shares gives them."""
+    shares = shares or {}
     groups = {(mp.layer, mp.kind): mp.groups for mp in plan.matrices}
     dropped = set()
     for layer, kinds in plan.by_layer().items():  # as the exporter: W_V or W_O dropped, W_1 or W_2 dropped
@@ -127,11 +147,15 @@ def ceiling(kernel: dict[str, float], linears: dict[str, tuple[int, str]], parts
             dropped.add((layer, "ffn"))
     total = 0.0
     for name, ms in kernel.items():
-        if name in parts and (parts[name][0], parts[name][1]) in dropped:
+        sub = (parts[name][0], parts[name][1]) if name in parts else None
+        if sub in dropped:
             total += ms if parts[name][2] else 0.0
         elif name in linears:
-            g = groups[linears[name]]
-            total += ms / g if g else 0.0
+            layer, kind = linears[name]
+            g, sub = groups[(layer, kind)], (layer, "attention" if kind in bert.MHA_KINDS else "ffn")
+            total += 0.0 if not g else ms * shares[sub] if sub in shares else ms / g
+        elif sub in shares and not parts[name][2]:
+            total += ms * shares[sub]
         else:
             total += ms
     return total
@@ -150,17 +174,16 @@ def main() -> None:
 
     model, _ = modeldir.load(Path(args.dense))
     refs = bert.matrices(model)
-    plans = {}
+    plans, shares = {}, {}
     for d in args.pruned:
         try:
             plans[d] = Plan.load(Path(d) / "pgb.json")
             plans[d].check_matches(refs)
         except PlanError as e:
             raise SystemExit(f"{d}: {e}") from None
-        meta = plans[d].meta
-        if meta.get("method") in ("structured", "unstructured") or meta.get("ffn") == "neurons":  # zeros not in G
-            raise SystemExit(f"{d}: a {meta['method']} model{' with FFN neurons' if meta.get('ffn') else ''}; "
-                             "the ceiling is for plans whose every zero is in G (pgb-prune --ffn groups)")
+        if plans[d].meta.get("method") == "unstructured":  # its zeros are scattered: the export computes them
+            raise SystemExit(f"{d}: an unstructured model; its export is the dense graph, so is its ceiling")
+        shares[d] = sliced_shares(modeldir.load(Path(d))[0], plans[d])
     layers = len(bert.encoder_layers(model))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +206,7 @@ def main() -> None:
                 linears, parts = linear_nodes(graph, layers), sublayer_of(optimized)
                 profiled = sum(kernel.values()) + outside
                 for d, plan in plans.items():
-                    share = (ceiling(kernel, linears, parts, plan) + outside) / profiled
+                    share = (ceiling(kernel, linears, parts, plan, shares[d]) + outside) / profiled
                     best = ms[prec] * share
                     row = {"pruned": d, "precision": prec, "batch": batch, "seq": args.seq, "rounds": rounds,
                            "dense_ms": round(ms[prec], 3), "ceiling_ms": round(best, 3),

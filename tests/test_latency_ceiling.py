@@ -56,3 +56,29 @@ def test_ceiling_scales_linears_by_g_and_removes_dropped_sublayers(profiled):
     assert any(ops[n] == "MatMul" for n in ffn0) and len(ffn0) > len(kept)
     gone = sum(kernel[n] for n, k in ffn0.items() if not k)
     assert lc.ceiling(kernel, linears, parts, plan) == pytest.approx(total - gone)
+
+
+def test_sliced_sublayers_scale_by_the_share_they_keep(profiled):
+    """Half of layer 0's FFN neurons and one of layer 1's four heads zeroed as pgb-prune's
+    --ffn neurons and --ablation structured leave them: those sub-layers' nodes, linears
+    included, count at the share kept; their LayerNorm and residual Add in full."""
+    import copy
+
+    import torch
+    lc, model, graph, kernel, optimized = profiled
+    pruned = copy.deepcopy(model)
+    refs = {(r.layer, r.kind): r for r in bert.matrices(pruned)}
+    with torch.no_grad():
+        pruned.get_parameter(f"{refs[(0, 'ffn2')].name}.weight")[:, ::2] = 0
+        pruned.get_parameter(f"{refs[(0, 'ffn1')].name}.weight")[::2] = 0
+        pruned.get_parameter(f"{refs[(1, 'attn_out')].name}.weight")[:, 12:24] = 0  # head 1 of 4 (width 12)
+    plan = dense_plan(pruned)
+    shares = lc.sliced_shares(pruned, plan)
+    assert shares == {(0, "ffn"): 0.5, (1, "attention"): 0.75}
+    linears, parts = lc.linear_nodes(graph, 2), lc.sublayer_of(optimized)
+    total = sum(kernel.values())
+    saved = sum(ms * (1 - shares[parts[n][:2]]) for n, ms in kernel.items()
+                if n in parts and parts[n][:2] in shares and not parts[n][2])
+    assert saved > 0 and any(linears.get(n) == (0, "ffn1") for n in kernel)
+    assert lc.ceiling(kernel, linears, parts, plan, shares) == pytest.approx(total - saved)
+    assert lc.ceiling(kernel, linears, parts, plan) == pytest.approx(total)  # without shares: dense
