@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from torch import nn
 
 from bench_onnx_latency import ORT_INT8, ort_quantized, time_interleaved
 from pgb_export.bert_graph import build, dense_plan
@@ -121,7 +122,7 @@ def sublayer_of(optimized: onnx.ModelProto) -> dict[str, tuple[int, str, bool]]:
     return out
 
 
-def sliced_shares(model, plan: Plan) -> dict[tuple[int, str], float]:
+def sliced_shares(model: nn.Module, plan: Plan) -> dict[tuple[int, str], float]:
     """{(layer, "attention" | "ffn"): share of its heads or neurons the export keeps} for the
     sub-layers it slices, read from the pruned weights as the exporter reads them."""
     widths = {(r.layer, r.kind): r.shape[1] for r in bert.matrices(model)}  # (in, out)
@@ -152,8 +153,8 @@ def ceiling(kernel: dict[str, float], linears: dict[str, tuple[int, str]], parts
             total += ms if parts[name][2] else 0.0
         elif name in linears:
             layer, kind = linears[name]
-            g, sub = groups[(layer, kind)], (layer, "attention" if kind in bert.MHA_KINDS else "ffn")
-            total += 0.0 if not g else ms * shares[sub] if sub in shares else ms / g
+            g, own = groups[(layer, kind)], (layer, "attention" if kind in bert.MHA_KINDS else "ffn")
+            total += ms * shares.get(own, 1 / g) if g else 0.0
         elif sub in shares and not parts[name][2]:
             total += ms * shares[sub]
         else:
