@@ -173,18 +173,21 @@ def main() -> None:
     p.add_argument("--out", default="bench/ceiling.json")
     args = p.parse_args()
 
-    model, _ = modeldir.load(Path(args.dense))
+    try:
+        model, _ = modeldir.load(Path(args.dense))
+    except modeldir.ModelError as e:
+        raise SystemExit(f"latency_ceiling: {e}") from None
     refs = bert.matrices(model)
     plans, shares = {}, {}
     for d in args.pruned:
         try:
             plans[d] = Plan.load(Path(d) / "pgb.json")
             plans[d].check_matches(refs)
-        except PlanError as e:
+            if plans[d].meta.get("method") == "unstructured":  # its zeros are scattered: the export computes them
+                raise SystemExit(f"{d}: an unstructured model; its export is the dense graph, so is its ceiling")
+            shares[d] = sliced_shares(modeldir.load(Path(d))[0], plans[d])
+        except (PlanError, modeldir.ModelError) as e:
             raise SystemExit(f"{d}: {e}") from None
-        if plans[d].meta.get("method") == "unstructured":  # its zeros are scattered: the export computes them
-            raise SystemExit(f"{d}: an unstructured model; its export is the dense graph, so is its ceiling")
-        shares[d] = sliced_shares(modeldir.load(Path(d))[0], plans[d])
     layers = len(bert.encoder_layers(model))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
