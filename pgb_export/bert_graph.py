@@ -33,8 +33,7 @@ from pruning.plan import MatrixPlan, Plan
 from .activations import ACTIVATIONS, Activation
 from .bert_io import BERT_IO
 from .graph import FLOAT, Graph, tensor_type
-from .grouped_linear import (QDQ_QMAX, Chunks, LinearOptions, Part, free_output, from_heads, linear, quantize_weight,
-                             to_heads)
+from .grouped_linear import QDQ_QMAX, Chunks, LinearOptions, Part, linear, quantize_weight
 from .slicing import layer_slices, sliced
 
 
@@ -106,9 +105,9 @@ def _layer_norm(g: Graph, x: str, w: _Weights, prefix: str, eps: float) -> str:
                 "LayerNorm", axis=-1, epsilon=eps)
 
 
-def _batch_sequence(g: Graph, f: Family) -> str:
-    """The (B, S) shape of the input ids, made once per graph."""
-    return g.once(("batch, sequence",), lambda: g.op("Shape", [f.inputs[0]], "Shape"))
+def _heads(g: Graph, y: str, heads: int, dh: int, perm: list[int]) -> str:
+    t = g.op("Reshape", [y, g.const(np.array([0, 0, heads, dh], np.int64), "shape")], "Reshape")
+    return g.op("Transpose", [t], "Transpose", perm=perm)
 
 
 def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family, keep: np.ndarray | None) -> str:
@@ -125,34 +124,27 @@ def _attention(g, x, mask, w, plans, layer_prefix, cfg, opts, f: Family, keep: n
     heads = width // dh
     x = [Part(x, np.arange(d))]
 
-    natural = np.arange(width)
-
     def project(w_, b_, mp):
-        return linear(g, x, w_, b_, mp, natural, opts)[0].name
-
-    def heads_of(w_, b_, mp, layout):  # a permuted output is put back in head order by the head split
-        y = linear(g, x, w_, b_, mp, None if free_output(mp, natural, opts) else natural, opts)[0]
-        return to_heads(g, y, heads, dh, layout, opts.permute_form)
+        return linear(g, x, w_, b_, mp, np.arange(width), opts)[0].name
 
     if opts.ort_attention and q.groups and k.groups:
-        ctx = Part(_ort_attention(g, project(wq * scale, bq * scale, q), project(wk, bk, k), project(wv, bv, v),
-                                  heads, f), natural)
+        ctx = _ort_attention(g, project(wq * scale, bq * scale, q), project(wk, bk, k), project(wv, bv, v),
+                             heads, f)
     else:
         if q.groups:
-            qh = heads_of(wq * scale, bq * scale, q, [0, 2, 1, 3])
+            qh = _heads(g, project(wq * scale, bq * scale, q), heads, dh, [0, 2, 1, 3])
         else:  # (1, H, 1, dh): the same query for every position
             qh = g.const((bq * scale).reshape(1, heads, 1, dh), "query_constant")
         if k.groups:
-            kh = heads_of(wk, bk, k, [0, 2, 3, 1])
+            kh = _heads(g, project(wk, bk, k), heads, dh, [0, 2, 3, 1])
         else:  # (1, H, dh, 1)
             kh = g.const(bk.reshape(1, heads, dh, 1), "key_constant")
-        vh = heads_of(wv, bv, v, [0, 2, 1, 3])
+        vh = _heads(g, project(wv, bv, v), heads, dh, [0, 2, 1, 3])
         scores = g.op("Add", [g.op("MatMul", [qh, kh], "MatMul"), mask], "Add")
         probs = g.op("Softmax", [scores], "Softmax", axis=-1)
-        # a constant query gives a context of one position, broadcast later: not the input's (B, S)
-        ctx = from_heads(g, g.op("MatMul", [probs, vh], "MatMul"), width, o, opts,
-                         (lambda: _batch_sequence(g, f)) if q.groups else None)
-    out = linear(g, [ctx], wo, bo, o, np.arange(d), opts)[0].name
+        ctx = g.op("Transpose", [g.op("MatMul", [probs, vh], "MatMul")], "Transpose", perm=[0, 2, 1, 3])
+        ctx = g.op("Reshape", [ctx, g.const(np.array([0, 0, width], np.int64), "shape")], "Reshape")
+    out = linear(g, [Part(ctx, np.arange(width))], wo, bo, o, np.arange(d), opts)[0].name
     return _layer_norm(g, g.op("Add", [out, x[0].name], "Add"), w, ln, eps)
 
 
@@ -203,7 +195,7 @@ def _embeddings(g: Graph, w: _Weights, f: Family, prefix: str, cfg, mask_f: str,
     ids = f.inputs[0]
     words = _word_embeddings(g, w(f"{prefix}.{f.word_embeddings}.weight"), ids, int8)
     if f.positions == "absolute":
-        seq = g.op("Gather", [_batch_sequence(g, f), g.const(np.array(1, np.int64), "one")], "Gather")
+        seq = g.op("Gather", [g.op("Shape", [ids], "Shape"), g.const(np.array(1, np.int64), "one")], "Gather")
         positions = g.op("Range", [g.const(np.array(0, np.int64), "zero"), seq, g.const(np.array(1, np.int64), "one")],
                          "Range")
     else:  # after_padding, counted in the float type (exact far beyond any position table)

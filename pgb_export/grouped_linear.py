@@ -16,7 +16,7 @@ regroups them with contiguous Split and Concat copies, at most G_1 x G_2 pieces.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,56 +97,6 @@ def permute_last(g: Graph, x: str, index: np.ndarray, form: str) -> str:
         return g.op("Transpose", [g.op("Gather", [features_first, idx], "Gather", axis=0)], "Transpose",
                     perm=[1, 2, 0])
     return g.once(("permute", x, form, index.tobytes()), make)
-
-
-def free_output(mp: MatrixPlan, order: np.ndarray, opts: LinearOptions) -> bool:
-    """Whether the reader of mp's output should take it in whatever order mp's blocks write
-    it (want=None) and fold the permutation into its own reshape (`to_heads`): a grouped
-    linear whose blocks do not already write `order` chunk by chunk."""
-    return mp.groups > 1 and not opts.plugin and not _chunk_aligned(order, np.asarray(mp.col_perm).reshape(mp.groups, -1))
-
-
-def to_heads(g: Graph, y: Part, heads: int, dh: int, layout: list[int], form: str) -> str:
-    """y (B, S, H * dh), features in y.order, as (B, S, H, dh) in original head order with its
-    axes transposed by layout: the head split of attention. Where y is not in original order,
-    its permutation is a Gather whose (H, dh) index makes the head axes itself, so the split
-    costs no Reshape, and in the transpose form the features-first copy is transposed
-    straight into the head layout (one Transpose fewer than permuting, then splitting)."""
-    index = np.argsort(y.order)
-    if np.array_equal(index, np.arange(len(index))):
-        t = g.op("Reshape", [y.name, g.const(np.array([0, 0, heads, dh], np.int64), "shape")], "Reshape")
-        return g.op("Transpose", [t], "Transpose", perm=layout)
-    idx = g.const(index.reshape(heads, dh).astype(np.int64), PERMUTATION_INDEX)
-    if form == "gather":
-        return g.op("Transpose", [g.op("Gather", [y.name, idx], "Gather", axis=2)], "Transpose", perm=layout)
-    features_first = g.op("Gather", [g.op("Transpose", [y.name], "Transpose", perm=[2, 0, 1]), idx], "Gather", axis=0)
-    # (H, dh, B, S): axis a of (B, S, H, dh) sits at [2, 3, 0, 1][a]
-    return g.op("Transpose", [features_first], "Transpose", perm=[(2, 3, 0, 1)[a] for a in layout])
-
-
-def from_heads(g: Graph, ctx: str, width: int, mp: MatrixPlan, opts: LinearOptions,
-               batch_sequence: Callable[[], str] | None) -> Part:
-    """The attention context (B, H, S, dh) as the (B, S, width) input of W_O (mp). Where
-    W_O's blocks need their rows permuted (transpose form), the heads are transposed
-    features first in one go and permuted there, rather than merged back and then moved
-    features first for the permutation: one Transpose fewer. batch_sequence() gives the
-    context's (B, S) shape the features-first reshape needs (made only when one is); None
-    where it is not known (then the context is merged first, as W_O's input in head order)."""
-    rchunks = np.asarray(mp.row_perm).reshape(max(mp.groups, 1), -1)
-    natural = np.arange(width)
-    if (mp.groups <= 1 or opts.plugin or opts.permute_form != "transpose" or batch_sequence is None
-            or _chunk_aligned(natural, rchunks)):
-        t = g.op("Transpose", [ctx], "Transpose", perm=[0, 2, 1, 3])
-        return Part(g.op("Reshape", [t, g.const(np.array([0, 0, width], np.int64), "shape")], "Reshape"), natural)
-    t = g.op("Transpose", [ctx], "Transpose", perm=[1, 3, 0, 2])  # (H, dh, B, S)
-    scale = zero = None
-    if opts.int8:  # per tensor, so it commutes with the moves below, which then copy uint8
-        t, scale, zero = _quantized(g, t)
-    shape = g.once(("features first shape", width), lambda: g.op(
-        "Concat", [g.const(np.array([width], np.int64), "width"), batch_sequence()], "Concat", axis=0))
-    order = _read_order(rchunks)
-    t = g.op("Gather", [g.op("Reshape", [t, shape], "Reshape"), g.const(order, PERMUTATION_INDEX)], "Gather", axis=0)
-    return Part(g.op("Transpose", [t], "Transpose", perm=[1, 2, 0]), order, scale, zero)
 
 
 @dataclass(frozen=True)
@@ -246,16 +196,11 @@ def _aligned(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOptions) 
     whole = _quantize(g, joined(g, x)) if opts.int8 else joined(g, x)
     if _chunk_aligned(whole.order, rchunks):
         return [whole]
-    order = _read_order(rchunks)
+    # Each chunk in ascending feature order: readers with the same chunk sets (a tied Q/K/V)
+    # then ask for the same permutation and share it; a block absorbs any order of its rows.
+    order = np.sort(rchunks, axis=1).reshape(-1)
     return [Part(permute_last(g, whole.name, np.argsort(whole.order)[order], opts.permute_form), order,
                  whole.scale, whole.zero)]
-
-
-def _read_order(rchunks: np.ndarray) -> np.ndarray:
-    """The order a grouped linear has its whole input permuted to. Each chunk in ascending
-    feature order: readers with the same chunk sets (a tied Q/K/V) then ask for the same
-    permutation and share it; a block absorbs any order of its rows."""
-    return np.sort(rchunks, axis=1).reshape(-1)
 
 
 def _block_inputs(g: Graph, x: list[Part], rchunks: np.ndarray, opts: LinearOptions) -> list[Part]:
