@@ -9,7 +9,7 @@ from pruning import ablations, bert, modeldir
 from pruning.compensation import MODES as COMPENSATION_MODES
 from pruning.families import family
 from pruning.neurons import FFN_FORMS
-from pruning.pipeline import (ALLOCATIONS, EMBEDDED_ROWS, HIGH_LR, HIGH_TARGET, PAPER_LR, SHORT_STEPS,
+from pruning.pipeline import (ALLOCATIONS, EMBEDDED_ROWS, LR_RULE,
                               DeviceUnavailable, PruneOptions, prune)
 
 from . import __version__
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-samples", type=number(int, 1), default=None,
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=None,
-                   help=f"re-finetuning learning rate (default: the paper's {PAPER_LR:g}; {HIGH_LR:g} for a recovery "
-                        f"of at most {SHORT_STEPS} steps, as the CPU recipe's, at a target of {HIGH_TARGET} or more)")
+                   help=f"re-finetuning learning rate (default: {LR_RULE}; the CPU recipe is 63 steps, the paper's "
+                        f"3 epochs over MRPC 345)")
     p.add_argument("--distill", type=number(float, 0, 1), default=PruneOptions.distill, metavar="ALPHA",
                    help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
                         "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default "

@@ -124,7 +124,9 @@ def test_measured_allocation_takes_the_heads_own_loss_question_answering():
     assert abs(1 - cost.kept_params(masks) / cost.total_params(masks) - 0.5) <= budget.TOLERANCE
 
 
-def test_recovery_learning_rate_is_larger_only_for_short_recoveries_at_high_targets():
-    from pruning.pipeline import HIGH_LR, PAPER_LR, SHORT_STEPS, recovery_lr
+def test_recovery_learning_rate_is_larger_for_short_recoveries_at_high_targets_or_mid_length_ones():
+    from pruning.pipeline import HIGH_LR, MID_STEPS, PAPER_LR, SHORT_STEPS, recovery_lr
     assert recovery_lr(63, 0.88) == recovery_lr(SHORT_STEPS, 0.6) == HIGH_LR == 1e-4
-    assert recovery_lr(63, 0.5) == recovery_lr(63, 0.59) == recovery_lr(SHORT_STEPS + 1, 0.88) == PAPER_LR == 3e-5
+    assert recovery_lr(MID_STEPS + 1, 0.4) == recovery_lr(345, 0.5) == recovery_lr(234, 0.5) == HIGH_LR
+    assert recovery_lr(63, 0.5) == recovery_lr(MID_STEPS, 0.59) == recovery_lr(SHORT_STEPS + 1, 0.88) == PAPER_LR == 3e-5
+    assert recovery_lr(SHORT_STEPS + 1, 0.4) == PAPER_LR
