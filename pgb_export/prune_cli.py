@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training rows per re-finetuning epoch (default: the whole training set)")
     p.add_argument("--lr", type=number(float, 0, 1, True), default=None,
                    help=f"re-finetuning learning rate (default: {LR_RULE}; the CPU recipe is 63 steps, the paper's "
-                        f"3 epochs over MRPC 345)")
+                        "3 epochs over MRPC 345)")
     p.add_argument("--distill", type=number(float, 0, 1), default=PruneOptions.distill, metavar="ALPHA",
                    help="distil from the dense model while re-finetuning: weight of its soft loss (KL at "
                         "--temperature; MSE for regression), 1 - ALPHA on the task loss; 0 = off (default "
